@@ -1,0 +1,10 @@
+# 40k-iteration segmentation schedule: poly decay (power 1.0) after a 1500-iteration linear warm-up.
+# The optimizer (AdamW etc.) is set by each model config.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=40000, by_epoch=False),
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000))

@@ -1,0 +1,1 @@
+# One line per head module (mmpretrain classification heads).

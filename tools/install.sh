@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Idempotent install of mmvssm and its OpenMMLab stack into a virtualenv inside the repo.
+#
+#   bash tools/install.sh            # creates/updates .venv, ~10 min the first time, < 2 min after
+#
+# Steps: virtualenv -> torch/torchvision -> mmcv 2.1.0 with CPU ops (built from the source release, the
+# built wheel cached per torch version) -> mmvssm in editable mode (which builds the fused CPU scan
+# kernel) with the test requirements.
+#
+# Environment:
+#   MMVSSM_VENV     virtualenv path (default: <repo>/.venv)
+#   MMVSSM_PYTHON   interpreter that creates the venv (default: python3.11, else python3)
+#   MMVSSM_CACHE    wheel cache (default: ~/.cache/mmvssm)
+#   TORCH_VERSION / TORCHVISION_VERSION   (default: 2.14.1 / 0.29.1)
+#   MAX_JOBS        parallel compile jobs for mmcv (default: number of cores)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MMVSSM_VENV:-$REPO/.venv}"
+CACHE="${MMVSSM_CACHE:-$HOME/.cache/mmvssm}"
+TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
+TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
+MMCV_VERSION=2.1.0
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+
+log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
+
+# 1. virtualenv ------------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="${MMVSSM_PYTHON:-$(command -v python3.11 || command -v python3)}"
+  log "creating virtualenv $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+PYTHON="$VENV/bin/python"
+PIP=("$PYTHON" -m pip --disable-pip-version-check)
+# setuptools < 81 still ships pkg_resources, which mmcv's setup.py imports.
+"${PIP[@]}" install -q --upgrade pip 'setuptools<81' wheel
+
+# 2. torch ------------------------------------------------------------------------------------------
+have_version() {  # have_version MODULE VERSION: installed version (without +local) equals VERSION
+  "$PYTHON" - "$1" "$2" <<'EOF' 2>/dev/null
+import importlib.metadata as md, sys
+name, want = sys.argv[1], sys.argv[2]
+sys.exit(0 if md.version(name).split('+')[0] == want else 1)
+EOF
+}
+if have_version torch "$TORCH_VERSION" && have_version torchvision "$TORCHVISION_VERSION"; then
+  log "torch $TORCH_VERSION / torchvision $TORCHVISION_VERSION already installed"
+else
+  log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
+  "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+TORCH_TAG="$("$PYTHON" -c 'import sys, torch; print(f"torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}")')"
+
+# 3. mmcv with ops ---------------------------------------------------------------------------------
+mmcv_ok() {
+  "$PYTHON" - <<EOF 2>/dev/null
+import mmcv, mmcv.ops  # the compiled ops must import against this torch
+assert mmcv.__version__ == '$MMCV_VERSION'
+EOF
+}
+if mmcv_ok; then
+  log "mmcv $MMCV_VERSION with ops already installed"
+else
+  # pip's own wheel cache is keyed by the sdist, not by torch: keep ours per torch build instead.
+  WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION/$TORCH_TAG"
+  WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+  if [ -z "$WHEEL" ]; then
+    log "building mmcv $MMCV_VERSION with CPU ops against $TORCH_TAG (about 10 minutes on 2 cores)"
+    BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT
+    "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV_VERSION" -d "$BUILD"
+    tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
+    # torch >= 2.14 headers need C++20; mmcv 2.1.0 hard-codes c++14/c++17.
+    if "$PYTHON" -c 'import torch, sys; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if v >= (2, 14) else 1)'; then
+      sed -i 's/-std=c++14/-std=c++20/g; s/-std=c++17/-std=c++20/g' "$BUILD/mmcv-$MMCV_VERSION/setup.py"
+    fi
+    (cd "$BUILD/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" \
+      "${PIP[@]}" wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$BUILD/wheel" .)
+    mkdir -p "$WHEEL_DIR"
+    built="$(ls "$BUILD"/wheel/mmcv-*.whl)"
+    # copy then rename: a killed install never leaves a half-written wheel in the cache
+    cp "$built" "$WHEEL_DIR/.partial.whl" && mv "$WHEEL_DIR/.partial.whl" "$WHEEL_DIR/$(basename "$built")"
+    WHEEL="$WHEEL_DIR/$(basename "$built")"
+  else
+    log "using cached mmcv wheel $WHEEL"
+  fi
+  "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL"
+  # mmcv's own runtime requirements (the wheel was installed without resolving them)
+  "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python 'mmengine==0.10.7'
+  mmcv_ok || { echo "mmcv $MMCV_VERSION installed but mmcv.ops does not import" >&2; exit 1; }
+fi
+
+# 4. mmvssm (editable; builds the fused CPU selective-scan kernel) ----------------------------------
+log "installing mmvssm (editable) with test requirements"
+"${PIP[@]}" install -q --no-build-isolation -e "$REPO[tests]"
+"$PYTHON" - <<'EOF'
+import mmvssm, mmdet, mmseg, mmpretrain  # noqa: F401  the whole stack imports together
+from mmvssm.ops import available_backends
+print(f'[install] mmvssm {mmvssm.__version__} ready; scan backends on CPU: {available_backends("cpu")}')
+EOF
