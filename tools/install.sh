@@ -93,8 +93,20 @@ else
 fi
 
 # 4. mmvssm (editable; builds the fused CPU selective-scan kernel) ----------------------------------
-log "installing mmvssm (editable) with test requirements"
-"${PIP[@]}" install -q --no-build-isolation -e "$REPO[tests]"
+installed_here() {  # mmvssm is installed in editable mode from this checkout
+  "$PYTHON" - "$REPO" <<'EOF' 2>/dev/null
+import os, sys, mmvssm
+sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(mmvssm.__file__))) == sys.argv[1] else 1)
+EOF
+}
+if installed_here && "$PYTHON" -m pip check >/dev/null 2>&1; then
+  # Already installed from this checkout: only recompile the kernel if its sources changed.
+  log "mmvssm already installed from $REPO; rebuilding the CPU kernel if needed"
+  (cd "$REPO" && "$PYTHON" setup.py -q build_ext --inplace)
+else
+  log "installing mmvssm (editable) with test requirements"
+  "${PIP[@]}" install -q --no-build-isolation -e "$REPO[tests]"
+fi
 "$PYTHON" - <<'EOF'
 import mmvssm, mmdet, mmseg, mmpretrain  # noqa: F401  the whole stack imports together
 from mmvssm.ops import available_backends

@@ -33,9 +33,17 @@ def _safe_globals() -> list:
     allowed += [type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool', 'uint8')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
-        allowed.append(HistoryBuffer)
     except ImportError:  # pragma: no cover
-        pass
+        return allowed
+    # HistoryBuffer pickles its statistics methods as `getattr(HistoryBuffer, 'mean')`. A general
+    # `getattr` would let a file reach any attribute of any allowed object, so the allowed one resolves
+    # only HistoryBuffer's own methods.
+    def history_buffer_getattr(obj: Any, name: str) -> Any:
+        if obj is not HistoryBuffer or not callable(getattr(HistoryBuffer, name, None)):
+            raise pickle.UnpicklingError(f'refusing getattr({obj!r}, {name!r}) in a checkpoint')
+        return getattr(HistoryBuffer, name)
+
+    allowed += [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr')]
     return allowed
 
 
@@ -61,6 +69,8 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if 'Unsupported global' not in str(err):  # not a refused class: a broken or foreign file
+            raise RuntimeError(f'{path!r} is not a readable torch checkpoint: {err}') from err
         if allow_unsafe:
             return torch.load(path, map_location=map_location, weights_only=False)
         raise RuntimeError(

@@ -1,0 +1,105 @@
+"""Safe checkpoint reading, state-dict extraction and atomic writes (mmvssm.utils.checkpoint)."""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmvssm.utils.checkpoint import (ENV_ALLOW_UNSAFE, atomic_save, extract_state_dict,
+                                     load_checkpoint_file, safe_mmengine_checkpoint_loading)
+
+
+class _CodeRunningObject:
+    """Stands for an arbitrary pickled class: weights_only loading must refuse it."""
+
+    def __init__(self):
+        self.value = 3
+
+
+def test_official_style_checkpoint_loads_safely(tmp_path):
+    path = tmp_path / 'official.pth'
+    torch.save({'model': {'w': torch.ones(2)}, 'args': argparse.Namespace(lr=1e-3),
+                'epoch': 299, 'scaler': {'scale': np.float64(65536.0)}, 'hist': np.arange(4)}, path)
+    ckpt = load_checkpoint_file(str(path))
+    assert ckpt['args'].lr == 1e-3
+    assert torch.equal(extract_state_dict(ckpt)['w'], torch.ones(2))
+
+
+def test_mmengine_resume_checkpoint_loads_safely(tmp_path):
+    from mmengine.logging import HistoryBuffer
+    buf = HistoryBuffer()
+    buf.update(1.5)
+    path = tmp_path / 'iter_4.pth'
+    torch.save({'meta': {'iter': 4, 'seed': np.int64(7)}, 'state_dict': {'a': torch.zeros(1)},
+                'message_hub': {'log_scalars': {'loss': buf}}}, path)
+    ckpt = load_checkpoint_file(str(path))
+    assert ckpt['message_hub']['log_scalars']['loss'].current() == 1.5
+
+
+def test_unsafe_checkpoint_refused_with_instructions(tmp_path, monkeypatch):
+    path = tmp_path / 'unsafe.pth'
+    torch.save({'obj': _CodeRunningObject(), 'model': {'w': torch.ones(1)}}, path)
+    monkeypatch.delenv(ENV_ALLOW_UNSAFE, raising=False)
+    with pytest.raises(RuntimeError, match=ENV_ALLOW_UNSAFE):
+        load_checkpoint_file(str(path))
+    assert load_checkpoint_file(str(path), allow_unsafe=True)['obj'].value == 3
+    monkeypatch.setenv(ENV_ALLOW_UNSAFE, '1')
+    assert load_checkpoint_file(str(path))['obj'].value == 3
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match='checkpoint file not found'):
+        load_checkpoint_file(str(tmp_path / 'nope.pth'))
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(RuntimeError, match='not a readable torch checkpoint'):
+        load_checkpoint_file(str(bad))
+
+
+@pytest.mark.parametrize('container', ['state_dict', 'model', 'model_ema', 'plain'])
+def test_extract_state_dict_containers(container):
+    weights = {'module.a': torch.ones(1), 'module.b': torch.zeros(2)}
+    ckpt = weights if container == 'plain' else {container: weights, 'epoch': 3}
+    assert sorted(extract_state_dict(ckpt)) == ['a', 'b']
+
+
+def test_extract_state_dict_prefers_model_over_ema():
+    ckpt = {'model': {'a': torch.ones(1)}, 'model_ema': {'a': torch.zeros(1)}}
+    assert extract_state_dict(ckpt)['a'].item() == 1
+    assert extract_state_dict(ckpt, prefer='model_ema')['a'].item() == 0
+    with pytest.raises(RuntimeError, match='no tensors'):
+        extract_state_dict({'epoch': 3})
+
+
+def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    atomic_save({'v': torch.ones(1)}, str(path))
+
+    def failing_save(obj, f):
+        f.write(b'partial')
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({'v': torch.zeros(1)}, str(path), save_fn=failing_save)
+    assert load_checkpoint_file(str(path))['v'].item() == 1
+    assert os.listdir(tmp_path) == ['ckpt.pth']  # no temporary left behind
+
+
+def test_mmengine_loader_is_safe_only_inside_the_context(tmp_path):
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+    path = tmp_path / 'resume.pth'
+    torch.save({'state_dict': {'a': torch.ones(1)}, 'meta': {'np': np.arange(2)}}, path)
+    original = CheckpointLoader._schemes['']
+    with safe_mmengine_checkpoint_loading():
+        assert _load_checkpoint(str(path))['meta']['np'].tolist() == [0, 1]
+    assert CheckpointLoader._schemes[''] is original
+
+
+def test_package_imports_with_the_whole_stack():
+    # A fresh interpreter: mmvssm must import beside mmdet, mmseg and mmpretrain.
+    code = 'import mmdet, mmseg, mmpretrain, mmvssm; print(mmvssm.__version__)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
