@@ -1,1 +1,2 @@
 # Optimizer constructors and hooks.
+from .optimizers import LayerDecayOptimWrapperConstructor  # noqa: F401

@@ -44,7 +44,7 @@ def _branch(channels: int, factor: float, norm_cfg: Dict) -> nn.Module:
         if i > 0:
             ups += [_norm_layer(norm_cfg, channels), nn.GELU()]
         ups.append(nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2))
-    return nn.Sequential(*ups) if len(ups) > 1 else ups[0]
+    return nn.Sequential(*ups)  # indexed like the official fpn1.{0,1,3} / fpn2.0 keys
 
 
 @MODELS.register_module()

@@ -1,0 +1,153 @@
+"""Config preparation and input checks shared by ``tools/train.py`` and ``tools/test.py``.
+
+The same tools serve mmseg and mmdet configs: the config's ``default_scope`` picks the registries.
+The checks here run before mmengine builds anything, so a wrong path or name is reported as one line that
+says what is wrong and how to fix it, instead of a traceback from deep inside a data loader or registry.
+"""
+import os
+import os.path as osp
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import init_default_scope
+
+SUPPORTED_SCOPES = ('mmseg', 'mmdet')
+TINY_SAMPLE_HINT = ('generate the tiny sample with `python tools/misc/make_tiny_datasets.py --out '
+                    'data/tiny`, or point the config at your copy with --cfg-options')
+
+
+class ToolInputError(Exception):
+    """A problem with the user's config, arguments or data; the tools print it without a traceback."""
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
+    """Read ``path``, apply ``--cfg-options`` and set ``work_dir`` (default ``work_dirs/<config name>``)."""
+    if not osp.isfile(path):
+        raise ToolInputError(f'config file {path!r} not found (cwd: {os.getcwd()}); pass the path of a '
+                             f'config such as configs/tiny/upernet_vim_tiny_tiny-ade.py')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SUPPORTED_SCOPES:
+        raise ToolInputError(f'{path}: default_scope is {scope!r}; these tools run mmseg and mmdet '
+                             f"configs, so inherit configs/_base_/default_runtime_seg.py "
+                             f"(default_scope='mmseg') or default_runtime_det.py (default_scope='mmdet')")
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def adapt_to_device(cfg: Config, launcher: str) -> None:
+    """Without CUDA: gloo instead of nccl, and BatchNorm instead of SyncBN (which needs a GPU)."""
+    if torch.cuda.is_available():
+        return
+    if launcher != 'none':
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if _replace_sync_bn(cfg.get('model')):
+        print_log('no CUDA device: SyncBN layers are built as BN (per-process statistics)',
+                  logger='current')
+
+
+def _replace_sync_bn(node) -> bool:
+    found = False
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            found = True
+        for value in node.values():
+            found = _replace_sync_bn(value) or found
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found = _replace_sync_bn(value) or found
+    return found
+
+
+def _innermost_datasets(dataset_cfg: dict) -> List[dict]:
+    """The leaf dataset configs inside wrappers such as RepeatDataset or ConcatDataset."""
+    if 'dataset' in dataset_cfg:
+        return _innermost_datasets(dataset_cfg['dataset'])
+    if 'datasets' in dataset_cfg:
+        return [leaf for d in dataset_cfg['datasets'] for leaf in _innermost_datasets(d)]
+    return [dataset_cfg]
+
+
+def check_data(cfg: Config, loaders: Sequence[str]) -> None:
+    """Check that the data roots, annotation files and image folders the ``loaders`` use exist."""
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg or 'dataset' not in loader_cfg:
+            continue
+        for dataset in _innermost_datasets(loader_cfg['dataset']):
+            _check_dataset_paths(f'{loader}.dataset', dataset)
+    evaluators = [loader.replace('_dataloader', '_evaluator') for loader in loaders]
+    for name in evaluators:
+        for evaluator in _as_list(cfg.get(name)):
+            ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
+            if ann_file and '://' not in ann_file and not osp.isfile(ann_file):
+                raise ToolInputError(f'{name}.ann_file {ann_file!r} not found (cwd: {os.getcwd()}); '
+                                     f'{TINY_SAMPLE_HINT} ({name}.ann_file=PATH)')
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_dataset_paths(where: str, dataset: dict) -> None:
+    root = dataset.get('data_root') or ''
+    if '://' in root:  # remote storage: nothing to check locally
+        return
+    if root and not osp.isdir(root):
+        raise ToolInputError(f'{where}.data_root {root!r} does not exist (cwd: {os.getcwd()}); '
+                             f'{TINY_SAMPLE_HINT} ({where}.data_root=PATH)')
+    ann_file = dataset.get('ann_file') or ''
+    if ann_file:
+        path = osp.join(root, ann_file)
+        if not osp.isfile(path):
+            raise ToolInputError(f'{where}: annotation file {path!r} not found; check ann_file and '
+                                 f'data_root, or {TINY_SAMPLE_HINT}')
+    for key, prefix in (dataset.get('data_prefix') or {}).items():
+        path = osp.join(root, prefix)
+        if prefix and not osp.isdir(path):
+            raise ToolInputError(f'{where}.data_prefix.{key}: folder {path!r} not found; check '
+                                 f'data_root and data_prefix, or {TINY_SAMPLE_HINT}')
+
+
+def check_model_types(cfg: Config) -> None:
+    """Report an unregistered model/backbone type with the names that are available."""
+    init_default_scope(cfg.default_scope)
+    from mmengine.utils import import_modules_from_strings
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    model = cfg.get('model') or {}
+    scope_models = _scope_registry(cfg.default_scope)
+    for where, node in (('model', model), ('model.backbone', model.get('backbone'))):
+        if not isinstance(node, dict) or not isinstance(node.get('type'), str):
+            continue
+        if scope_models.get(node['type']) is None:
+            ours = ', '.join(_mmvssm_backbones())
+            raise ToolInputError(
+                f"{where}.type={node['type']!r} is not registered in {cfg.default_scope}'s MODELS. "
+                f'mmvssm provides the backbones {ours}; check the spelling, and that the config has '
+                f"custom_imports=dict(imports=['mmvssm'], allow_failed_imports=False)")
+
+
+def _scope_registry(scope: str):
+    if scope == 'mmseg':
+        from mmseg.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    return MODELS
+
+
+def _mmvssm_backbones() -> Iterable[str]:
+    from mmvssm.models import backbones
+    from mmvssm.models.backbones.base import SSMBackbone
+    return sorted(name for name, obj in vars(backbones).items()
+                  if isinstance(obj, type) and issubclass(obj, SSMBackbone) and obj is not SSMBackbone)

@@ -1,0 +1,533 @@
+"""Vision Mamba (Vim, arXiv 2401.09417) as an OpenMMLab backbone.
+
+Reproduces the released ``vim_{tiny,small,base}_patch16_224_bimambav2_..._midclstok_div2`` models
+(hustvl/Vim) parameter for parameter, with the official key names, so released checkpoints load 1:1:
+
+* patch embedding ``Conv2d(C_in, D, patch, stride)`` -> (B, M, D), optional class token inserted in the
+  **middle** (index M // 2), absolute position embedding added after the insertion;
+* ``depth`` pre-norm residual layers ``x <- x + drop_path(mixer(rmsnorm(x)))`` with the residual stream in
+  fp32 (the official fused add-norm computes exactly this), no MLP;
+* the bidirectional Mamba mixer ("v2", ``if_divide_out``): shared ``in_proj``/``out_proj``, separate conv,
+  x/dt projections, A and D per direction; both directions run in one batched
+  :func:`mmvssm.ops.multi_direction_scan` call;
+* ``norm_f`` (RMSNorm) on the final stream.
+
+Dense prediction: the selected layers' token maps (B, D, H/16, W/16), optionally turned into strides
+4/8/16/32 by :class:`~mmvssm.models.necks.VimFeaturePyramid`.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
+
+from mmvssm.ops import multi_direction_scan
+from ..necks.vim_pyramid import VimFeaturePyramid
+from .base import SSMBackbone
+
+ARCH_SETTINGS: Dict[str, Dict[str, int]] = {
+    'tiny': dict(embed_dims=192, depth=24),
+    'small': dict(embed_dims=384, depth=24),
+    'base': dict(embed_dims=768, depth=24),
+}
+# Mixer hyper-parameters shared by every released model; an arch dict may override them.
+MIXER_DEFAULTS = dict(d_state=16, expand=2, d_conv=4, dt_rank='auto')
+OUT_TYPES = ('featmap', 'raw', 'cls_token')
+FEATURES = ('residual', 'mixer')
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(x: IntPair) -> Tuple[int, int]:
+    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Position embedding helpers (also used for checkpoint conversion)
+# --------------------------------------------------------------------------------------------------
+def split_cls_pos(pos_embed: Tensor, with_cls_token: bool) -> Tuple[Optional[Tensor], Tensor]:
+    """Split (1, M [+1], D) into the class entry (1, 1, D) at index M // 2 (or None) and the grid (1, M, D)."""
+    if not with_cls_token:
+        return None, pos_embed
+    idx = (pos_embed.shape[1] - 1) // 2  # == M // 2 for M + 1 entries
+    return pos_embed[:, idx:idx + 1], torch.cat([pos_embed[:, :idx], pos_embed[:, idx + 1:]], dim=1)
+
+
+def insert_middle(tokens: Tensor, cls: Tensor) -> Tensor:
+    """Insert ``cls`` (B, 1, D) into ``tokens`` (B, M, D) at index M // 2, as the official midclstok models."""
+    idx = tokens.shape[1] // 2
+    return torch.cat([tokens[:, :idx], cls, tokens[:, idx:]], dim=1)
+
+
+def resize_pos_embed(pos_embed: Tensor, src_grid: Tuple[int, int], dst_grid: Tuple[int, int],
+                     with_cls_token: bool) -> Tensor:
+    """Bicubically resize the grid part of a position embedding; the class entry is kept.
+
+    Args:
+        pos_embed: (1, M_src [+1], D), grid in raster order, class entry at M_src // 2 if present.
+        src_grid, dst_grid: (h, w) token grids before / after.
+        with_cls_token: whether ``pos_embed`` holds a class entry.
+
+    Returns:
+        (1, M_dst [+1], D) with the class entry moved to M_dst // 2. The input itself when the grids match.
+    """
+    if tuple(src_grid) == tuple(dst_grid):
+        return pos_embed
+    cls, grid = split_cls_pos(pos_embed, with_cls_token)
+    if grid.shape[1] != src_grid[0] * src_grid[1]:
+        raise ValueError(f'resize_pos_embed: {grid.shape[1]} grid entries do not form the source grid '
+                         f'{tuple(src_grid)}')
+    dims = grid.shape[-1]
+    grid = grid.reshape(1, src_grid[0], src_grid[1], dims).permute(0, 3, 1, 2)
+    # Interpolate in fp32: bicubic is not implemented for half on CPU.
+    grid = F.interpolate(grid.float(), size=tuple(dst_grid), mode='bicubic', align_corners=False)
+    grid = grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+    return grid if cls is None else insert_middle(grid, cls)
+
+
+def grid_of(num_entries: int, what: str) -> Tuple[int, int]:
+    """The square (g, g) grid of ``num_entries`` positions; checkpoints store square grids only."""
+    side = math.isqrt(num_entries)
+    if side * side != num_entries:
+        raise ValueError(f'{what}: {num_entries} position entries are not a square grid; convert the '
+                         f'checkpoint with a model built at its pretraining img_size')
+    return side, side
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    """RMSNorm ``x / sqrt(mean(x^2) + eps) * weight``, computed in fp32 (no bias, as Mamba's kernel).
+
+    Shapes: (..., D) -> (..., D) in the input dtype.
+    """
+
+    def __init__(self, dims: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dims))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+
+class BiMambaMixer(nn.Module):
+    """Bidirectional Mamba mixer ("bimamba v2") of Vim, with the official parameter names.
+
+    Args:
+        dims: model width D.
+        d_state: SSM state size N.
+        expand: inner width E = expand * D.
+        d_conv: causal depthwise conv kernel size.
+        dt_rank: rank R of the step-size projection; 'auto' = ceil(D / 16).
+        divide_out: average instead of sum the two directions (``if_divide_out``).
+        depth: number of layers, for the out_proj init rescale 1 / sqrt(depth).
+        scan_backend: backend of :func:`mmvssm.ops.multi_direction_scan`.
+
+    Shapes: (B, L, D) -> (B, L, D).
+    """
+
+    def __init__(self, dims: int, d_state: int = 16, expand: int = 2, d_conv: int = 4,
+                 dt_rank: Union[int, str] = 'auto', divide_out: bool = True, depth: int = 24,
+                 scan_backend: str = 'auto') -> None:
+        super().__init__()
+        inner = expand * dims
+        self.inner, self.d_state, self.d_conv = inner, d_state, d_conv
+        self.dt_rank = math.ceil(dims / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.divide_out = divide_out
+        self.scan_backend = scan_backend
+        # Registration order follows the official module so state_dict() lists keys in the same order.
+        self.A_log = nn.Parameter(torch.empty(inner, d_state))
+        self.D = nn.Parameter(torch.empty(inner))
+        self.A_b_log = nn.Parameter(torch.empty(inner, d_state))
+        self.D_b = nn.Parameter(torch.empty(inner))
+        self.in_proj = nn.Linear(dims, 2 * inner, bias=False)
+        self.conv1d = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
+        self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, inner)
+        self.conv1d_b = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1)
+        self.x_proj_b = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj_b = nn.Linear(self.dt_rank, inner)
+        self.out_proj = nn.Linear(inner, dims, bias=False)
+        self.reset_parameters(depth)
+
+    @torch.no_grad()
+    def reset_parameters(self, depth: int, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                         dt_floor: float = 1e-4) -> None:
+        """Official init, including its asymmetry: the backward dt bias starts at zero (spec §1.5)."""
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.inner, -1)
+        self.A_log.copy_(a.log())
+        self.A_b_log.copy_(a.log())
+        self.D.fill_(1.0)
+        self.D_b.fill_(1.0)
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(self.inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj_b.bias.zero_()
+        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
+        self.out_proj.weight /= math.sqrt(depth)  # GPT-2 style residual rescale
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, _ = x.shape
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L): rows [0:E] -> x, [E:2E] -> z
+        u, z = xz.chunk(2, dim=1)
+        # Direction 1 scans the reversed sequence; both directions go through one grouped conv.
+        u = torch.stack([u, u.flip(-1)], dim=1).reshape(batch, 2 * self.inner, length)
+        z = torch.stack([z, z.flip(-1)], dim=1)
+        conv_w = torch.cat([self.conv1d.weight, self.conv1d_b.weight])
+        conv_b = torch.cat([self.conv1d.bias, self.conv1d_b.bias])
+        u = F.conv1d(u, conv_w, conv_b, padding=self.d_conv - 1, groups=2 * self.inner)[..., :length]
+        u = F.silu(u).view(batch, 2, self.inner, length)
+        x_dbl = torch.einsum('bkel,kce->bkcl', u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]))
+        dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
+        delta = torch.einsum('bkrl,ker->bkel', dt,
+                             torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]))
+        A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
+        y = multi_direction_scan(
+            u, delta, A, B.contiguous(), C.contiguous(),
+            D=torch.stack([self.D, self.D_b]).float(), z=z,
+            delta_bias=torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
+            delta_softplus=True, backend=self.scan_backend)
+        y = y[:, 0] + y[:, 1].flip(-1)
+        if self.divide_out:
+            y = y / 2
+        return self.out_proj(y.transpose(1, 2))
+
+
+class VimLayer(nn.Module):
+    """Pre-norm residual layer ``x + drop_path(mixer(norm(x)))`` (keys ``norm``, ``mixer``).
+
+    Shapes: (B, L, D) -> ((B, L, D) new stream, (B, L, D) mixer output).
+    """
+
+    def __init__(self, dims: int, mixer_cfg: Dict, drop_path: float = 0., norm_eps: float = 1e-5,
+                 residual_in_fp32: bool = True) -> None:
+        super().__init__()
+        self.mixer = BiMambaMixer(dims, **mixer_cfg)
+        self.norm = RMSNorm(dims, eps=norm_eps)
+        self.drop_path = StochasticDepth(drop_path, mode='row') if drop_path > 0 else nn.Identity()
+        self.residual_in_fp32 = residual_in_fp32
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.residual_in_fp32:
+            x = x.float()
+        hidden = self.mixer(self.norm(x))
+        return x + self.drop_path(hidden), hidden
+
+
+class PatchEmbed(nn.Module):
+    """``Conv2d(C_in, D, patch, stride)`` patch embedding that pads the image to whole patches.
+
+    An (H, W) image is zero-padded at the bottom/right to the smallest size that the kernel tiles with the
+    stride, so the grid is h = ceil((H - patch) / stride) + 1 (= ceil(H / 16) for patch = stride = 16).
+
+    Shapes: (B, C_in, H, W) -> ((B, h*w, D), (h, w)).
+    """
+
+    def __init__(self, in_channels: int, dims: int, patch_size: Tuple[int, int],
+                 stride: Tuple[int, int]) -> None:
+        super().__init__()
+        self.in_channels, self.patch_size, self.stride = in_channels, patch_size, stride
+        self.proj = nn.Conv2d(in_channels, dims, kernel_size=patch_size, stride=stride)
+
+    def grid_size(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        return tuple(math.ceil(max(s - p, 0) / t) + 1 for s, p, t in zip(hw, self.patch_size, self.stride))
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'Vim: expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}; '
+                             f'set in_channels to the number of input channels')
+        grid = self.grid_size(x.shape[-2:])
+        pad = [(g - 1) * t + p - s for g, t, p, s in zip(grid, self.stride, self.patch_size, x.shape[-2:])]
+        if any(pad):
+            x = F.pad(x, (0, pad[1], 0, pad[0]))
+        return self.proj(x).flatten(2).transpose(1, 2), grid
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------------------
+@MODELS.register_module()
+class Vim(SSMBackbone):
+    """Vision Mamba backbone.
+
+    Args:
+        arch: 'tiny' (D=192), 'small' (D=384), 'base' (D=768), all 24 layers, or a dict with
+            ``embed_dims`` and ``depth`` and optionally the mixer's ``d_state``, ``expand``, ``d_conv``,
+            ``dt_rank``.
+        img_size: pretraining image size; sets the grid of the stored position embedding (224 -> 14x14).
+            Other input sizes are served by bicubic interpolation at run time.
+        patch_size: patch (kernel) size. stride: patch stride (default ``patch_size``; 8 for the "+"
+            models).
+        in_channels: image channels.
+        out_indices: layers whose output is returned (negative counts from the end). Default: the last
+            layer of each quarter, (5, 11, 17, 23) for 24 layers.
+        out_type: 'featmap' (maps (B, D, h, w), class token removed), 'raw' (tokens (B, L, D), class
+            token included) or 'cls_token' ((B, D), needs ``with_cls_token``).
+        multi_scale: with 'featmap', turn the maps into strides 4/8/16/32 with a
+            :class:`VimFeaturePyramid` (``pyramid_cfg`` is passed to it); else return the plain maps.
+        with_cls_token: insert the class token in the middle (index M // 2). Classification: True. Dense:
+            False (the class entry of a checkpoint's position embedding is dropped on loading).
+        feature: 'residual' (the residual stream after the layer, ViT-style; default) or 'mixer' (the
+            layer's raw mixer output, as the official Tiny segmentation config).
+        final_norm: apply ``norm_f`` to the output of the last layer (as the classification model).
+        drop_rate: dropout after the position embedding. drop_path_rate: stochastic depth, linear over
+            the layers (layer j drops its mixer output with rate ``drop_path_rate * j / (depth - 1)``).
+        divide_out: average the two scan directions (official ``if_divide_out=True``).
+        residual_in_fp32: keep the residual stream in fp32 under autocast (official: True).
+        norm_eps: RMSNorm epsilon.
+        scan_backend: selective-scan backend ('auto', 'reference', 'chunked', 'cpu', 'cuda').
+        with_cp: activation checkpointing per layer (saves memory, costs a second forward).
+        frozen_stages: -1: none; 0: patch embedding, position embedding and class token; k: also layers
+            0..k-1 (k == depth also freezes ``norm_f``).
+        norm_eval: keep the pyramid's BatchNorm in eval mode.
+        init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH)``: official Vim checkpoints (dict with
+            ``model``/``model_ema``) or ours; see :meth:`convert_checkpoint`.
+    """
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 img_size: IntPair = 224,
+                 patch_size: IntPair = 16,
+                 stride: Optional[IntPair] = None,
+                 in_channels: int = 3,
+                 out_indices: Optional[Sequence[int]] = None,
+                 out_type: str = 'featmap',
+                 multi_scale: bool = True,
+                 pyramid_cfg: Optional[Dict] = None,
+                 with_cls_token: bool = False,
+                 feature: str = 'residual',
+                 final_norm: bool = False,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 divide_out: bool = True,
+                 residual_in_fp32: bool = True,
+                 norm_eps: float = 1e-5,
+                 scan_backend: str = 'auto',
+                 with_cp: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+        arch_cfg = self._parse_arch(arch)
+        dims, depth = arch_cfg.pop('embed_dims'), arch_cfg.pop('depth')
+        self.embed_dims, self.depth = dims, depth
+        if frozen_stages > depth:
+            raise ValueError(f'Vim: frozen_stages={frozen_stages} exceeds depth={depth}')
+        if out_type not in OUT_TYPES:
+            raise ValueError(f'Vim: out_type must be one of {OUT_TYPES}, got {out_type!r}')
+        if out_type == 'cls_token' and not with_cls_token:
+            raise ValueError("Vim: out_type='cls_token' needs with_cls_token=True")
+        if feature not in FEATURES:
+            raise ValueError(f'Vim: feature must be one of {FEATURES}, got {feature!r}')
+        self.out_indices = self._parse_out_indices(out_indices, depth)
+        self.out_type, self.feature = out_type, feature
+        self.with_cls_token, self.with_cp = with_cls_token, with_cp
+
+        patch_size = _pair(patch_size)
+        stride = _pair(stride if stride is not None else patch_size)
+        self.img_size = _pair(img_size)
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, stride)
+        self.pretrain_grid = self.patch_embed.grid_size(self.img_size)
+        num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(with_cls_token)
+        # Parameter order as the official model: cls_token, pos_embed, patch_embed, layers, norm_f.
+        if with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dims))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, dims))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self._pos_cache: Dict[tuple, Tensor] = {}
+
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        mixer_cfg = dict(arch_cfg, divide_out=divide_out, depth=depth, scan_backend=scan_backend)
+        self.layers = nn.ModuleList(
+            VimLayer(dims, mixer_cfg, drop_path=dpr[i], norm_eps=norm_eps,
+                     residual_in_fp32=residual_in_fp32) for i in range(depth))
+        self.final_norm = final_norm
+        if final_norm:
+            self.norm_f = RMSNorm(dims, eps=norm_eps)
+
+        self.multi_scale = out_type == 'featmap' and multi_scale
+        if self.multi_scale:
+            pyramid_cfg = dict(pyramid_cfg or {})
+            pyramid_cfg.setdefault('out_strides', (4, 8, 16, 32)[:len(self.out_indices)])
+            if len(pyramid_cfg['out_strides']) != len(self.out_indices):
+                raise ValueError(f'Vim: {len(self.out_indices)} out_indices but '
+                                 f"{len(pyramid_cfg['out_strides'])} pyramid out_strides; give one "
+                                 f'layer per output stride or set multi_scale=False')
+            if stride[0] != stride[1]:
+                raise ValueError(f'Vim: the feature pyramid needs a square patch stride, got {stride}')
+            self.pyramid = VimFeaturePyramid(dims, in_stride=stride[0], **pyramid_cfg)
+        self._init_embeddings()
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _parse_arch(arch: Union[str, Dict]) -> Dict:
+        if isinstance(arch, str):
+            if arch.lower() not in ARCH_SETTINGS:
+                raise ValueError(f'Vim: unknown arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
+                                 f'or pass a dict with embed_dims and depth')
+            arch = ARCH_SETTINGS[arch.lower()]
+        if not isinstance(arch, dict) or not {'embed_dims', 'depth'} <= set(arch):
+            raise ValueError(f'Vim: an arch dict needs the keys embed_dims and depth, got {arch!r}')
+        unknown = set(arch) - {'embed_dims', 'depth'} - set(MIXER_DEFAULTS)
+        if unknown:
+            raise ValueError(f'Vim: unknown arch keys {sorted(unknown)}; allowed: embed_dims, depth, '
+                             f'{", ".join(MIXER_DEFAULTS)}')
+        return dict(MIXER_DEFAULTS, **arch)
+
+    @staticmethod
+    def _parse_out_indices(out_indices: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:
+        if out_indices is None:
+            if depth < 4:
+                raise ValueError(f'Vim: depth={depth} < 4 has no default out_indices; set them')
+            return tuple(depth * (k + 1) // 4 - 1 for k in range(4))
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for idx in out_indices:
+            if not -depth <= idx < depth:
+                raise ValueError(f'Vim: out_indices entry {idx} is out of range for depth={depth} '
+                                 f'(valid: {-depth}..{depth - 1})')
+            parsed.append(idx % depth)
+        return tuple(parsed)
+
+    def _init_embeddings(self) -> None:
+        """Official model-level init: lecun-normal patch conv, trunc-normal(0.02) pos/cls."""
+        fan_in = self.patch_embed.proj.weight[0].numel()
+        # lecun_normal = truncated normal with std sqrt(1 / fan_in), corrected for the truncation at 2 std
+        nn.init.trunc_normal_(self.patch_embed.proj.weight, std=math.sqrt(1.0 / fan_in) / .87962566103423978)
+        nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=.02)
+        if self.with_cls_token:
+            nn.init.trunc_normal_(self.cls_token, std=.02)
+
+    # ------------------------------------------------------------------ freezing
+    def frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.patch_embed, self.pos_drop] + list(self.layers[:self.frozen_stages])
+        if self.frozen_stages == self.depth and self.final_norm:
+            modules.append(self.norm_f)
+        return modules
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        if self.frozen_stages >= 0:  # embeddings are parameters of the backbone itself
+            self.pos_embed.requires_grad = False
+            if self.with_cls_token:
+                self.cls_token.requires_grad = False
+
+    # ------------------------------------------------------------------ position embedding
+    def _pos_embed_for(self, grid: Tuple[int, int]) -> Tensor:
+        """The position embedding for a token grid, resized from the pretraining grid when needed.
+
+        Inference calls (no grad) are cached per grid; the key holds the parameter's version counter and
+        storage, so loading weights or an optimizer step invalidates it.
+        """
+        if tuple(grid) == tuple(self.pretrain_grid):
+            return self.pos_embed
+        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+            return resize_pos_embed(self.pos_embed, self.pretrain_grid, grid, self.with_cls_token)
+        key = (tuple(grid), self.pos_embed.dtype, self.pos_embed.device, self.pos_embed.data_ptr(),
+               self.pos_embed._version)
+        if key not in self._pos_cache:
+            self._pos_cache.clear()  # one live entry: slide inference and fixed test sizes reuse it
+            with torch.no_grad():
+                self._pos_cache[key] = resize_pos_embed(self.pos_embed, self.pretrain_grid, grid,
+                                                        self.with_cls_token)
+        return self._pos_cache[key]
+
+    # ------------------------------------------------------------------ forward
+    def _embed(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        tokens, grid = self.patch_embed(x)
+        if self.with_cls_token:
+            tokens = insert_middle(tokens, self.cls_token.expand(tokens.shape[0], -1, -1))
+        return self.pos_drop(tokens + self._pos_embed_for(grid)), grid
+
+    def _run_layer(self, layer: VimLayer, x: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.with_cp and self.training and x.requires_grad:
+            return cp.checkpoint(layer, x, use_reentrant=False)
+        return layer(x)
+
+    def _format(self, tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
+        """Tokens (B, L, D) -> the output of ``out_type``."""
+        if self.out_type == 'raw':
+            return tokens
+        cls, patches = split_cls_pos(tokens, self.with_cls_token)
+        if self.out_type == 'cls_token':
+            return cls[:, 0]
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid).contiguous()
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Images (B, C_in, H, W) -> tuple with one output per ``out_indices`` entry.
+
+        'featmap' outputs are (B, D, h, w) with h = ceil(H / 16) (patch = stride = 16) or, with
+        ``multi_scale``, strides (4, 8, 16, 32) of size (B, D, ceil(H / s), ceil(W / s)).
+        """
+        img_shape = tuple(x.shape[-2:])
+        x, grid = self._embed(x)
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x, hidden = self._run_layer(layer, x)
+            if i in self.out_indices:
+                out = x if self.feature == 'residual' else hidden
+                if i == self.depth - 1 and self.final_norm:
+                    out = self.norm_f(out)
+                outs.append(self._format(out, grid))
+        if self.multi_scale:
+            return self.pyramid(outs, img_shape=img_shape)
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Official (or our) Vim state dict -> this backbone.
+
+        Drops the classification ``head.*`` (and ``norm_f`` when ``final_norm=False``); adapts the class
+        token: a checkpoint holds a class entry in its position embedding iff it has ``cls_token`` (at
+        index M // 2, as the released midclstok models). Without a class token here that entry is
+        removed; the grid part is resized bicubically to this model's pretraining grid.
+        """
+        if any(k.startswith('rope.') for k in state_dict):
+            raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*): a legacy v1 model with '
+                             'a head class token; only the released middle-class-token models are supported')
+        state = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+        if not self.final_norm:
+            state.pop('norm_f.weight', None)
+        if 'pos_embed' not in state:
+            return state
+        ckpt_cls = 'cls_token' in state
+        pos = state['pos_embed']
+        num_grid = pos.shape[1] - int(ckpt_cls)
+        own_grid = self.pretrain_grid
+        src_grid = own_grid if num_grid == own_grid[0] * own_grid[1] else grid_of(num_grid, 'Vim checkpoint')
+        cls_pos, grid_pos = split_cls_pos(pos, ckpt_cls)
+        grid_pos = resize_pos_embed(grid_pos, src_grid, own_grid, with_cls_token=False)
+        if self.with_cls_token:
+            if cls_pos is None:  # checkpoint without class token: keep our initial class entry
+                cls_pos = split_cls_pos(self.pos_embed.detach(), True)[0]
+            grid_pos = insert_middle(grid_pos, cls_pos.to(grid_pos.dtype))
+        else:
+            state.pop('cls_token', None)
+        state['pos_embed'] = grid_pos
+        return state
+
+
+def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official Vim classification state dict -> mmpretrain ``ImageClassifier`` keys.
+
+    ``head.{weight,bias}`` -> ``head.fc.*`` (:class:`~mmvssm.models.heads.VimClsHead`), everything else
+    -> ``backbone.*`` (same names as the official model). Raises for a checkpoint that is not a Vim model.
+    """
+    if 'layers.0.mixer.A_b_log' not in state_dict:
+        raise ValueError('not an official Vim checkpoint: no layers.0.mixer.A_b_log key (found e.g. '
+                         f'{sorted(state_dict)[:3]})')
+    return {('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k: v
+            for k, v in state_dict.items()}
