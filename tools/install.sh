@@ -93,9 +93,12 @@ else
 fi
 
 # 4. mmvssm (editable; builds the fused CPU selective-scan kernel) ----------------------------------
-installed_here() {  # mmvssm is installed in editable mode from this checkout
-  "$PYTHON" - "$REPO" <<'EOF' 2>/dev/null
-import os, sys, mmvssm
+installed_here() {  # mmvssm is pip-installed (editable) from this checkout
+  # run from / so that the checkout itself is not on sys.path
+  (cd / && "$PYTHON" - "$REPO" 2>/dev/null) <<'EOF'
+import importlib.metadata as md, os, sys
+md.version('mmvssm')  # raises if pip never installed it
+import mmvssm
 sys.exit(0 if os.path.dirname(os.path.dirname(os.path.abspath(mmvssm.__file__))) == sys.argv[1] else 1)
 EOF
 }
