@@ -102,48 +102,49 @@ class _BlockedScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Optional[Tensor], dlast: Optional[Tensor]):
+        if dy is None and dlast is None:
+            return (None, ) * 6
         delta, dx, A, B, C, checkpoints = ctx.saved_tensors
-        length, batch, groups, dim_g = delta.shape
         state_shape = checkpoints.shape[1:]
-        k = ctx.block
-        ddelta, ddx = torch.zeros_like(delta), torch.zeros_like(dx)
-        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
+        # Every block writes its slice of these, so they need no zero fill.
+        ddelta, ddx = torch.empty_like(delta), torch.empty_like(dx)
+        dB, dC = torch.empty_like(B), torch.empty_like(C)
         dA = torch.zeros_like(A)
         # carry = dL/dh at the step after the current block, times that step's decay.
         carry = dlast.to(delta.dtype).clone() if dlast is not None else checkpoints.new_zeros(state_shape)
-        if dy is not None or dlast is not None:
-            dy = dy.to(delta.dtype) if dy is not None else torch.zeros_like(delta)
-            buf = _BlockBuffers(4, k, state_shape, delta)
-            decay, states, grad, work = buf.bufs
-            decay_steps, state_steps, grad_steps, _ = buf.steps
-            for i, (t0, t1) in reversed(list(enumerate(_block_ranges(length, k)))):
-                n = t1 - t0
-                d_blk, dx_blk, B_blk, C_blk, dy_blk = (delta[t0:t1], dx[t0:t1], B[t0:t1], C[t0:t1],
-                                                       dy[t0:t1])
-                a, h, g, w = decay[:n], states[:n], grad[:n], work[:n]
-                # Recompute the block's decays and states from its checkpoint.
-                _fill_block(d_blk, dx_blk, A, B_blk, a, h)
-                _run_block(checkpoints[i], decay_steps, state_steps, n)
-                # dC_t[g, n] = sum_d dy_t[g, d] h_t[g, d, n]
-                dC[t0:t1] = torch.matmul(dy_blk.unsqueeze(-2), h).squeeze(-2)
-                # Adjoint: dh_t = dy_t C_t + a_{t+1} dh_{t+1}, run in place in g.
-                torch.mul(dy_blk.unsqueeze(-1), C_blk.unsqueeze(-2), out=g)
-                g[n - 1].add_(carry)
-                for t in range(n - 2, -1, -1):
-                    grad_steps[t].addcmul_(decay_steps[t + 1], grad_steps[t + 1])
-                torch.mul(a[0], g[0], out=carry)
-                # d(delta u)_t = <dh_t, B_t>;  dB_t[g, n] = sum_d (delta u)_t[g, d] dh_t[g, d, n]
-                ddx[t0:t1] = torch.matmul(g, B_blk.unsqueeze(-1)).squeeze(-1)
-                dB[t0:t1] = torch.matmul(dx_blk.unsqueeze(-2), g).squeeze(-2)
-                # d(delta A)_t = dh_t * h_{t-1} * a_t; h_{t-1} is the shifted states (reuse w).
-                w[0].copy_(checkpoints[i])
-                if n > 1:
-                    w[1:].copy_(h[:n - 1])
-                w.mul_(a).mul_(g)
-                torch.mul(w, A, out=h)
-                ddelta[t0:t1] = h.sum(-1)
-                torch.mul(w, d_blk.unsqueeze(-1), out=h)
-                dA.add_(h.sum((0, 1)))
+        # dy arrives as a permuted view of a (b, D, L) gradient: make its steps dense.
+        dy = dy.to(delta.dtype).contiguous() if dy is not None else torch.zeros_like(delta)
+        buf = _BlockBuffers(4, ctx.block, state_shape, delta)
+        decay, states, grad, work = buf.bufs
+        decay_steps, state_steps, grad_steps, _ = buf.steps
+        for i, (t0, t1) in reversed(list(enumerate(_block_ranges(delta.shape[0], ctx.block)))):
+            n = t1 - t0
+            d_blk, dx_blk, B_blk, C_blk, dy_blk = (delta[t0:t1], dx[t0:t1], B[t0:t1], C[t0:t1],
+                                                   dy[t0:t1])
+            a, h, g, w = decay[:n], states[:n], grad[:n], work[:n]
+            # Recompute the block's decays and states from its checkpoint.
+            _fill_block(d_blk, dx_blk, A, B_blk, a, h)
+            _run_block(checkpoints[i], decay_steps, state_steps, n)
+            # dC_t[g, n] = sum_d dy_t[g, d] h_t[g, d, n]
+            dC[t0:t1] = torch.matmul(dy_blk.unsqueeze(-2), h).squeeze(-2)
+            # Adjoint: dh_t = dy_t C_t + a_{t+1} dh_{t+1}, run in place in g.
+            torch.mul(dy_blk.unsqueeze(-1), C_blk.unsqueeze(-2), out=g)
+            g[n - 1].add_(carry)
+            for t in range(n - 2, -1, -1):
+                grad_steps[t].addcmul_(decay_steps[t + 1], grad_steps[t + 1])
+            torch.mul(a[0], g[0], out=carry)
+            # d(delta u)_t = <dh_t, B_t>;  dB_t[g, n] = sum_d (delta u)_t[g, d] dh_t[g, d, n]
+            ddx[t0:t1] = torch.matmul(g, B_blk.unsqueeze(-1)).squeeze(-1)
+            dB[t0:t1] = torch.matmul(dx_blk.unsqueeze(-2), g).squeeze(-2)
+            # d(delta A)_t = dh_t * h_{t-1} * a_t; h_{t-1} is the shifted states (reuse w).
+            w[0].copy_(checkpoints[i])
+            if n > 1:
+                w[1:].copy_(h[:n - 1])
+            w.mul_(a).mul_(g)
+            torch.mul(w, A, out=h)
+            ddelta[t0:t1] = h.sum(-1)
+            torch.mul(w, d_blk.unsqueeze(-1), out=h)
+            dA.add_(h.sum((0, 1)))
         dh0 = carry if ctx.has_h0 else None
         return ddelta, ddx, dA, dB, dC, dh0
 

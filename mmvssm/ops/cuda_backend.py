@@ -37,12 +37,12 @@ def unsupported_reason(u: Tensor, A: Tensor) -> Optional[str]:
 
     Dtype mismatches between ``u`` and delta/B/C/z are not a reason: :func:`selective_scan_cuda` casts them.
     """
-    if not u.is_cuda:
-        return f'the tensors are on {u.device.type}, the kernel needs CUDA tensors'
     if u.dtype not in KERNEL_DTYPES:
         return f'`u` is {u.dtype}, the kernel supports {", ".join(map(str, KERNEL_DTYPES))}'
     if A.shape[-1] > MAX_STATE:
         return f'N = {A.shape[-1]} state dims, the kernel supports N <= {MAX_STATE}'
+    if not u.is_cuda:
+        return f'the tensors are on {u.device.type}, the kernel needs CUDA tensors'
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return 'a TorchScript/ONNX export is in progress, the kernel cannot be traced'
     return None

@@ -1,0 +1,275 @@
+"""Benchmark the selective-scan backends: speed (forward, forward+backward) and peak memory.
+
+Every (backend, case) pair runs in a fresh Python subprocess, so allocator pools and caches left by other
+measurements cannot hide memory or warm caches. Inside the subprocess:
+
+1. Peak memory of one forward+backward, measured first (cold, as in a first training step):
+   * CPU: the peak resident set size (Linux ``VmHWM``) minus the RSS right before the call, after the
+     inputs exist. The peak is reset through ``/proc/self/clear_refs``; it counts every page the call
+     touched (PyTorch tensors, the allocator's slack, Python objects), and misses memory the C allocator
+     reused from earlier frees, so it is a slight under-estimate for small cases.
+   * CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the call (tensors only).
+2. Times: median of ``--repeats`` runs after ``--warmup`` runs, for the forward pass alone (no autograd
+   graph) and for forward+backward (inputs require grad, loss = (y * w).sum()). Both the wall-clock time
+   and the process CPU time (summed over threads) are recorded: on a shared, oversubscribed machine the
+   wall time mostly measures the other tenants, while the CPU time with ``--threads 1`` stays close to the
+   unloaded single-thread wall time.
+
+Inputs are Mamba-like (S4D-real A = -(1..N), softplus(delta + delta_bias), D skip and silu(z) gate).
+
+Example::
+
+    python tools/analysis_tools/benchmark_scan.py --quick --json work_dirs/scan.json
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, REPO_ROOT)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int
+    dim: int
+    length: int
+    n_state: int
+    groups: int = 1  # > 1: K scan directions stacked along the channels, one B/C per direction
+
+
+CASES = [
+    Case('vim-t-224-b1', 1, 384, 197, 16),
+    Case('vim-t-224-b8', 8, 384, 197, 16),
+    Case('vim-t-224-b8-bidir', 8, 768, 197, 16, groups=2),
+    Case('evmamba-t-s1-4dir', 1, 384, 784, 16, groups=4),
+    Case('long-L4096', 1, 384, 4096, 16),
+    Case('long-L4096-N1', 1, 384, 4096, 1),
+]
+QUICK_CASES = ('vim-t-224-b1', 'vim-t-224-b8', 'long-L4096')
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side (one backend, one case, in a fresh process)
+# --------------------------------------------------------------------------------------------------
+def _make_inputs(case: Case, device, requires_grad: bool):
+    import torch
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    b, d, length, n = case.batch, case.dim, case.length, case.n_state
+    bc_shape = (b, n, length) if case.groups == 1 else (b, case.groups, n, length)
+    tensors = dict(
+        u=randn(b, d, length), delta=randn(b, d, length) - 2.0,
+        A=-torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1).to(device),
+        B=randn(*bc_shape), C=randn(*bc_shape), D=torch.ones(d, device=device),
+        z=randn(b, d, length), delta_bias=0.1 * randn(d))
+    return {k: v.requires_grad_(requires_grad) for k, v in tensors.items()}
+
+
+def _sync(device) -> None:
+    import torch
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], None], device, warmup: int, repeats: int) -> Tuple[float, float]:
+    """Median wall-clock and process-CPU milliseconds of ``fn``."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        _sync(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        _sync(device)
+        wall.append((time.perf_counter() - start) * 1e3)
+        cpu.append((time.process_time() - start_cpu) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def _proc_status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def _peak_memory_mib(fn: Callable[[], None], device) -> Optional[float]:
+    import torch
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM (the peak RSS) to the current RSS
+    except OSError:
+        return None  # not Linux / not permitted: report no number rather than a wrong one
+    before = _proc_status_kib('VmRSS')
+    fn()
+    return (_proc_status_kib('VmHWM') - before) / 1024
+
+
+def run_worker(spec: Dict) -> Dict:
+    import torch
+    from mmvssm.ops import selective_scan
+    if spec['threads']:
+        torch.set_num_threads(spec['threads'])
+    case, device, backend = Case(**spec['case']), torch.device(spec['device']), spec['backend']
+    args = dict(delta_softplus=True, backend=backend)
+    result = dict(backend=backend, **asdict(case), fwd_ms=None, fwd_bwd_ms=None, fwd_cpu_ms=None,
+                  fwd_bwd_cpu_ms=None, peak_mib=None)
+    skip_backward = spec['skip_backward']
+
+    grad_inputs = _make_inputs(case, device, requires_grad=True)
+    weight = torch.randn(case.batch, case.dim, case.length, generator=torch.Generator().manual_seed(1))
+    weight = weight.to(device)
+
+    def fwd_bwd():
+        y = selective_scan(**grad_inputs, **args)
+        (y * weight).sum().backward()
+        for t in grad_inputs.values():
+            t.grad = None
+
+    if not skip_backward:
+        result['peak_mib'] = _peak_memory_mib(fwd_bwd, device)
+        result['fwd_bwd_ms'], result['fwd_bwd_cpu_ms'] = _timed(fwd_bwd, device, spec['warmup'],
+                                                                spec['repeats'])
+    inputs = _make_inputs(case, device, requires_grad=False)
+
+    def fwd():
+        with torch.no_grad():
+            selective_scan(**inputs, **args)
+
+    result['fwd_ms'], result['fwd_cpu_ms'] = _timed(fwd, device, spec['warmup'], spec['repeats'])
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver side
+# --------------------------------------------------------------------------------------------------
+def _spawn(spec: Dict, timeout: float) -> Dict:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f'benchmark worker failed for {spec["backend"]} / {spec["case"]["name"]}:\n'
+                           f'{proc.stderr[-2000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return '—' if value is None else f'{value:.{digits}f}'
+
+
+def _speedup(ref: Optional[float], value: Optional[float]) -> str:
+    return '—' if ref is None or value is None else f'{ref / value:.1f}×'
+
+
+def format_table(rows: List[Dict], speedup_clock: str = 'cpu') -> str:
+    """Markdown table; speed-ups over the reference use the ``'wall'`` or ``'cpu'`` times."""
+    ref = {r['name']: r for r in rows if r['backend'] == 'reference'}
+    fwd_key, bwd_key = ('fwd_ms', 'fwd_bwd_ms') if speedup_clock == 'wall' else ('fwd_cpu_ms',
+                                                                                'fwd_bwd_cpu_ms')
+    header = ['backend', 'case', 'b', 'dim', 'L', 'N', 'G', 'fwd ms', 'fwd+bwd ms', 'fwd CPU ms',
+              'fwd+bwd CPU ms', 'peak MiB (f+b)', f'speed-up fwd ({speedup_clock})',
+              f'speed-up f+b ({speedup_clock})']
+    lines = []
+    for r in rows:
+        base = ref.get(r['name'], {})
+        lines.append([r['backend'], r['name'], str(r['batch']), str(r['dim']), str(r['length']),
+                      str(r['n_state']), str(r['groups']), _fmt(r['fwd_ms']), _fmt(r['fwd_bwd_ms']),
+                      _fmt(r['fwd_cpu_ms']), _fmt(r['fwd_bwd_cpu_ms']), _fmt(r['peak_mib']),
+                      _speedup(base.get(fwd_key), r[fwd_key]),
+                      _speedup(base.get(bwd_key), r[bwd_key])])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ['| ' + ' | '.join(h.ljust(w) for h, w in zip(header, widths)) + ' |',
+           '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    out += ['| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |' for line in lines]
+    return '\n'.join(out)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--backends', default=None,
+                        help='comma-separated backends (default: every backend available on --device)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda[:i]')
+    parser.add_argument('--cases', default=None,
+                        help=f'comma-separated case names (default: all): {", ".join(c.name for c in CASES)}')
+    parser.add_argument('--quick', action='store_true',
+                        help=f'fewer repeats and only {", ".join(QUICK_CASES)}')
+    parser.add_argument('--warmup', type=int, default=None, help='untimed runs (default 2, quick 1)')
+    parser.add_argument('--repeats', type=int, default=None, help='timed runs (default 7, quick 3)')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    parser.add_argument('--ref-max-length', type=int, default=1024,
+                        help='skip the reference forward+backward (reported as —) above this L; '
+                             '0 disables the cap')
+    parser.add_argument('--timeout', type=float, default=600, help='seconds per (backend, case) worker')
+    parser.add_argument('--json', default=None, help='also write the results to this JSON file')
+    parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(run_worker(json.loads(args.worker))))
+        return
+    import torch
+    from mmvssm.ops import available_backends
+    device = torch.device(args.device)
+    available = available_backends(device)
+    backends = args.backends.split(',') if args.backends else list(available)
+    missing = [b for b in backends if b not in available]
+    if missing:
+        raise SystemExit(f'backend(s) {missing} not available on {device}; available: {available}')
+    names = args.cases.split(',') if args.cases else [
+        c.name for c in CASES if not args.quick or c.name in QUICK_CASES]
+    by_name = {c.name: c for c in CASES}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f'unknown case(s) {unknown}; known: {list(by_name)}')
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
+
+    rows = []
+    for name in names:
+        case = by_name[name]
+        for backend in backends:
+            skip_backward = (backend == 'reference' and args.ref_max_length > 0
+                             and case.length > args.ref_max_length)
+            spec = dict(case=asdict(case), backend=backend, device=str(device), warmup=warmup,
+                        repeats=repeats, threads=args.threads, skip_backward=skip_backward)
+            rows.append(_spawn(spec, args.timeout))
+            print(f'{backend:>9} {name:<20} fwd {_fmt(rows[-1]["fwd_ms"])}, '
+                  f'fwd+bwd {_fmt(rows[-1]["fwd_bwd_ms"])} (ms)', file=sys.stderr, flush=True)
+    threads = args.threads or torch.get_num_threads()
+    print(f'selective_scan benchmark on {device} ({threads} threads, torch {torch.__version__}); '
+          f'median of {repeats} runs after {warmup} warm-up; peak memory: '
+          f'{"CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS delta (VmHWM)"} '
+          'of one cold forward+backward in a fresh process')
+    # Kernel launches are asynchronous: only the wall clock (with synchronisation) times CUDA work.
+    print(format_table(rows, 'wall' if device.type == 'cuda' else 'cpu'))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=str(device), threads=threads, torch=torch.__version__, warmup=warmup,
+                           repeats=repeats, results=rows), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
