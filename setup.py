@@ -30,10 +30,15 @@ def extensions():
     if os.environ.get('MMVSSM_WITH_CPU_KERNEL', '1') == '0' or not osp.exists(osp.join(HERE, src)):
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension
+    # No -std flag: torch's BuildExtension adds the standard its headers need (C++20 for torch >= 2.10,
+    # C++17 before). No -march flag: the kernel is compiled for the x86-64 baseline, AVX2+FMA and
+    # AVX-512 inside the source (#pragma GCC target) and picks the best at run time, so the extension
+    # runs on any x86-64 CPU. -fopenmp: `#pragma omp simd` and torch's OpenMP parallel_for.
     ext = CppExtension(
         name='mmvssm.ops._selective_scan_cpu',
         sources=[src],
-        extra_compile_args=['-O3', '-std=c++17', '-fopenmp', '-ffp-contract=fast'],
+        depends=[osp.join('mmvssm', 'ops', 'csrc', 'selective_scan_cpu_impl.h')],
+        extra_compile_args=['-O3', '-fopenmp', '-ffp-contract=fast'],
         extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildExtension}
 

@@ -1,9 +1,101 @@
-"""TEMPORARY placeholder: the CPU-kernel helper replaces this with the fused C++ kernel wrapper."""
+"""``cpu`` backend of :func:`mmvssm.ops.selective_scan`: the fused C++ kernel.
+
+The kernel (``mmvssm/ops/csrc/selective_scan_cpu.cpp``, built as the extension
+``mmvssm.ops._selective_scan_cpu`` by ``setup.py``) runs the whole scan -- softplus/delta_bias, the
+recurrence, the C contraction, the D skip and the silu(z) gate -- in one pass per (batch, channel) row,
+with the state held in a small buffer, float32 accumulation for any input dtype and a checkpointed
+backward pass (it stores only the state entering every 64-step chunk and recomputes the rest).
+
+This module only prepares the layout (compute dtype, contiguous, B/C time-major) with ordinary autograd
+ops, so that their gradients (dtype casts, transposes, group broadcast) come for free, and wraps the
+kernel's forward/backward in a :class:`torch.autograd.Function`.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_EXT = None
+_IMPORT_ERROR: Optional[BaseException] = None
+
+BUILD_HINT = ('build it with `make kernel` (= `python setup.py build_ext --inplace`) or '
+              '`pip install -e . --no-build-isolation` from the repository root (needs a C++20 compiler '
+              'with OpenMP; MMVSSM_WITH_CPU_KERNEL=0 skips it)')
+
+
+def _load():
+    global _EXT, _IMPORT_ERROR
+    if _EXT is None and _IMPORT_ERROR is None:
+        try:
+            from . import _selective_scan_cpu
+            _EXT = _selective_scan_cpu
+        except Exception as exc:  # ImportError, or OSError/undefined symbol from a stale build
+            _IMPORT_ERROR = exc
+    return _EXT
 
 
 def is_available() -> bool:
-    return False
+    """True when the compiled kernel imports."""
+    return _load() is not None
 
 
-def selective_scan_cpu(*args):
-    raise RuntimeError('fused CPU kernel not built')
+def extension():
+    """The compiled extension module; raises a RuntimeError with build instructions when missing."""
+    ext = _load()
+    if ext is None:
+        raise RuntimeError(f'mmvssm: the fused CPU selective-scan kernel is not available '
+                           f'({_IMPORT_ERROR!r}); {BUILD_HINT}')
+    return ext
+
+
+class _SelectiveScanCpuFn(torch.autograd.Function):
+    """Inputs already in the kernel layout: compute dtype, contiguous, B/C as (b, G, L, N)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        ext = extension()
+        needs_grad = any(ctx.needs_input_grad)
+        out, last, ckpt = ext.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, needs_grad)
+        ctx.delta_softplus = delta_softplus
+        ctx.has = (D is not None, z is not None, delta_bias is not None)
+        if needs_grad:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(u)
+        grads = extension().bwd(u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, ckpt,
+                                dout.contiguous(), None if dlast is None else dlast.contiguous())
+        du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+        return du, ddelta, dA, dB, dC, dD, dz, dbias, None
+
+
+def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Optional[Tensor] = None, z: Optional[Tensor] = None,
+                       delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                       return_last_state: bool = False):
+    """Selective scan with the fused CPU kernel (inputs validated by ``selective_scan``).
+
+    Computes in float64 when ``u`` is float64 and in float32 otherwise (bf16/fp16 inputs included);
+    returns the output (and the last state) in ``u``'s dtype.
+    """
+    extension()  # fail early with the build hint
+    if u.device.type != 'cpu':
+        raise RuntimeError(f'selective_scan: the cpu backend needs CPU tensors, got {u.device}')
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+
+    def prep(t):
+        return None if t is None else t.to(dtype).contiguous()
+
+    def time_major(t):  # (b, N, L) or (b, G, N, L) -> (b, G, L, N), contiguous
+        t = t.unsqueeze(1) if t.dim() == 3 else t
+        return t.to(dtype).transpose(-1, -2).contiguous()
+
+    out, last = _SelectiveScanCpuFn.apply(prep(u), prep(delta), prep(A), time_major(B),
+                                          time_major(C), prep(D), prep(z), prep(delta_bias),
+                                          bool(delta_softplus))
+    out = out.to(u.dtype)
+    return (out, last.to(u.dtype)) if return_last_state else out

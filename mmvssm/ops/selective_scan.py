@@ -181,8 +181,9 @@ def available_backends(device: Union[str, torch.device, None] = None) -> Tuple[s
 
 
 _MISSING_HINTS = {
-    'cpu': 'the fused CPU kernel is not built (or the tensors are not on the CPU); build it '
-           'with `pip install -e .` (or `python setup.py build_ext --inplace`) from the repo root',
+    'cpu': 'the fused CPU kernel is not built (or the tensors are not on the CPU); build it with '
+           '`make kernel` (= `python setup.py build_ext --inplace`) or `pip install -e . '
+           '--no-build-isolation` from the repo root',
     'cuda': 'mamba_ssm\'s CUDA kernel did not import (or the tensors are not on a CUDA device); '
             'install it with `pip install mamba-ssm` on a CUDA machine',
 }
