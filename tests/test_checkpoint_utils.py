@@ -39,6 +39,32 @@ def test_mmengine_resume_checkpoint_loads_safely(tmp_path):
     assert ckpt['message_hub']['log_scalars']['loss'].current() == 1.5
 
 
+def test_official_yacs_config_loads_as_plain_dict(tmp_path, monkeypatch):
+    # Official EfficientViM/EfficientVMamba trainers pickle a yacs CfgNode (a dict subclass with
+    # attribute state); it must load without yacs and without trusting the class.
+    import types
+    yacs = types.ModuleType('yacs')
+    yacs_config = types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.__dict__['__immutable__'] = True
+
+    CfgNode.__module__, CfgNode.__qualname__ = 'yacs.config', 'CfgNode'
+    yacs_config.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, 'yacs', yacs)
+    monkeypatch.setitem(sys.modules, 'yacs.config', yacs_config)
+    path = tmp_path / 'official_evim.pth'
+    torch.save({'model': {'w': torch.ones(1)},
+                'config': CfgNode(MODEL=CfgNode(NAME='EfficientViM_M1'), TRAIN=CfgNode(LR=2e-3))}, path)
+    monkeypatch.delitem(sys.modules, 'yacs.config')
+    monkeypatch.delitem(sys.modules, 'yacs')
+    ckpt = load_checkpoint_file(str(path))
+    assert ckpt['config']['MODEL']['NAME'] == 'EfficientViM_M1'
+    assert type(ckpt['config']) is not CfgNode
+
+
 def test_unsafe_checkpoint_refused_with_instructions(tmp_path, monkeypatch):
     path = tmp_path / 'unsafe.pth'
     torch.save({'obj': _CodeRunningObject(), 'model': {'w': torch.ones(1)}}, path)

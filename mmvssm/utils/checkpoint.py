@@ -24,7 +24,11 @@ ENV_ALLOW_UNSAFE = 'MMVSSM_ALLOW_UNSAFE_LOAD'
 
 def _safe_globals() -> list:
     """Plain-data classes found in mmengine and official checkpoints; none can run code on load."""
-    allowed = [argparse.Namespace, collections.OrderedDict, collections.defaultdict, np.ndarray, np.dtype]
+    # Official EfficientVMamba/EfficientViM files pickle their yacs training config (a dict subclass);
+    # a (class, name) pair makes the unpickler build a plain OrderedDict in its place, so the file loads
+    # without importing, or trusting, yacs.
+    allowed = [argparse.Namespace, collections.OrderedDict, collections.defaultdict, np.ndarray, np.dtype,
+               (collections.OrderedDict, 'yacs.config.CfgNode')]
     try:  # numpy >= 2 moved the pickling helpers to numpy._core
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # pragma: no cover - numpy < 2
