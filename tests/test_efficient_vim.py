@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
@@ -15,6 +15,9 @@ from mmvssm.models.heads import EfficientViMFusionHead
 from mmvssm.models.necks import EfficientViMFPN
 from mmvssm.utils.checkpoint import load_checkpoint_file
 
+from dense_helpers import (assert_backbone_has_grads, build_model, det_predict, det_train_step, load_config,
+                           seg_train_step)
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 KEYS_FILE = '/work/shared/specs/efficient_vim_keys.txt'
 SMALL = dict(embed_dims=(16, 24, 32), depths=(1, 2, 1), state_dims=(4, 3, 2))
@@ -22,11 +25,8 @@ SPEC_PARAMS = {'m1': 6_679_458, 'm2': 13_903_842, 'm3': 16_604_174, 'm4': 19_606
 
 
 def build_classifier(cfg_name: str, **overrides):
-    from mmpretrain.registry import MODELS
-    cfg = Config.fromfile(osp.join(REPO, 'configs/imagenet', cfg_name))
-    cfg.merge_from_dict(overrides)
-    with DefaultScope.overwrite_default_scope('mmpretrain'):  # other tests may leave another scope
-        return MODELS.build(cfg.model)
+    # build_model's fixed scope: other tests may leave another one
+    return build_model(load_config(f'imagenet/{cfg_name}', overrides).model, 'mmpretrain', init_weights=False)
 
 
 @pytest.mark.parametrize('arch', ['m1', 'm2', 'm3', 'm4'])
@@ -358,24 +358,10 @@ def test_fpn_neck_pyramid_strides(kwargs, strides):
         neck(feats[:2])
 
 
-def sync_bn_to_bn(cfg):
-    if isinstance(cfg, dict):
-        return {k: ('BN' if k == 'type' and v == 'SyncBN' else sync_bn_to_bn(v)) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return type(cfg)(sync_bn_to_bn(v) for v in cfg)
-    return cfg
-
-
 def reduced_config(name: str, **overrides) -> Config:
-    cfg = Config.fromfile(osp.join(REPO, 'configs', name))
-    cfg.merge_from_dict({'model.backbone.arch': dict(SMALL, _delete_=True), 'model.backbone.init_cfg': None,
-                         **overrides})
-    return cfg
-
-
-def assert_backbone_has_grads(backbone):
-    names = [n for n, p in backbone.named_parameters() if p.requires_grad and p.grad is None]
-    assert not names, names[:5]
+    """``configs/<name>`` with the SMALL arch and no pretrained weights."""
+    return load_config(name, {'model.backbone.arch': dict(SMALL, _delete_=True), 'model.backbone.init_cfg': None,
+                              **overrides})
 
 
 @pytest.mark.parametrize('arch, dims', [('m1', [128, 192, 320]), ('m2', [128, 256, 512]),
@@ -402,25 +388,9 @@ def test_official_dense_setups():
     assert retina.model.bbox_head.anchor_generator.strides == [8, 16, 32, 64, 128]
 
 
-def _seg_step(cfg):
-    from mmengine.structures import PixelData
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
-    model.init_weights()
-    model.train()
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=(64, 96), ori_shape=(64, 96), pad_shape=(64, 96)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 96)))
-        samples.append(sample)
-    data = model.data_preprocessor(dict(inputs=[torch.randint(0, 255, (3, 64, 96)).float()] * 2,
-                                        data_samples=samples), training=True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    sum(v for k, v in losses.items() if 'loss' in k).backward()
+def _seg_step(cfg: Config):
+    model = build_model(cfg.model, 'mmseg')
+    seg_train_step(model, 64, 96, batch=2)
     assert_backbone_has_grads(model.backbone)
 
 
@@ -441,10 +411,6 @@ def test_semantic_fpn_from_config_forward_backward():
 @pytest.mark.parametrize('name', ['mask_rcnn_efficient_vim_m1_fpn_1x_coco.py',
                                   'retinanet_efficient_vim_m4_fpn_1x_coco.py'])
 def test_detector_from_config_forward_backward(name):
-    from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
     width = 32
     narrow = {'model.neck.in_channels': list(SMALL['embed_dims']), 'model.neck.out_channels': width}
     if 'retinanet' in name:
@@ -458,21 +424,12 @@ def test_detector_from_config_forward_backward(name):
             'model.roi_head.mask_roi_extractor.out_channels': width,
             'model.roi_head.mask_head.in_channels': width, 'model.roi_head.mask_head.conv_out_channels': width,
             'model.roi_head.mask_head.num_convs': 1, 'model.train_cfg.rcnn.sampler.num': 64})
-    cfg = reduced_config(name, **narrow)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
-    model.init_weights()
-    model.train()
+    model = build_model(reduced_config(name, **narrow).model, 'mmdet')
     with_mask = 'mask' in name
-    packed = demo_mm_inputs(2, [[3, 64, 96]] * 2, num_items=[2, 2], num_classes=80, with_mask=with_mask)
-    data = model.data_preprocessor(packed, training=True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    model.parse_losses(losses)[0].backward()
+    _, data = det_train_step(model, 64, 96, batch=2, items=2, with_mask=with_mask)
     assert_backbone_has_grads(model.backbone)
     assert not any(bn.training for bn in model.backbone.modules() if isinstance(bn, torch.nn.BatchNorm2d))
-    model.eval()
-    with torch.no_grad():
-        results = model.predict(data['inputs'], data['data_samples'])
+    results = det_predict(model, data)
     assert len(results) == 2 and (not with_mask or 'masks' in results[0].pred_instances)
 
 

@@ -1,19 +1,20 @@
 """EfficientVMamba backbone: exact model, atrous scan order, official checkpoints, dense configs."""
-import copy
 import importlib.util
 import os.path as osp
 import re
 
 import pytest
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.registry import MODELS as ROOT_MODELS
-from mmengine.registry import DefaultScope
 
 import mmvssm  # noqa: F401  (registers the backbone)
 from mmvssm.models.backbones.efficient_vmamba import (EfficientVMamba, PatchMerging2D,
                                                       atrous_gather, atrous_scan_index,
                                                       atrous_scatter)
+
+from dense_helpers import (assert_backbone_has_grads, build_model, det_predict, det_train_step, load_config,
+                           seg_train_step)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 KEYS_FILE = '/work/shared/specs/efficient_vmamba_keys.txt'
@@ -28,9 +29,8 @@ def small_backbone(**kwargs) -> EfficientVMamba:
 # ------------------------------------------------------------------------------------------ model size
 @pytest.mark.parametrize('arch,params', [('t', 6_493_660), ('s', 11_273_688), ('b', 33_717_136)])
 def test_classifier_param_count_matches_official(arch, params):
-    from mmpretrain.registry import MODELS
-    cfg = Config.fromfile(osp.join(REPO, f'configs/imagenet/efficient_vmamba_{arch}_in1k.py'))
-    model = MODELS.build(cfg.model)
+    model = build_model(load_config(f'imagenet/efficient_vmamba_{arch}_in1k.py').model, 'mmpretrain',
+                        init_weights=False)
     assert sum(p.numel() for p in model.parameters()) == params
 
 
@@ -246,12 +246,11 @@ def load_converter():
 
 
 def test_converter_gives_official_classifier(official_t, tmp_path):
-    from mmpretrain.registry import MODELS
     cls_state, cls_path, _ = official_t
     dst = str(tmp_path / 'converted.pth')
     load_converter().main([cls_path, dst])
-    cfg = Config.fromfile(osp.join(REPO, 'configs/imagenet/efficient_vmamba_t_in1k.py'))
-    classifier = MODELS.build(cfg.model).eval()
+    classifier = build_model(load_config('imagenet/efficient_vmamba_t_in1k.py').model, 'mmpretrain',
+                             init_weights=False).eval()
     classifier.load_state_dict(torch.load(dst)['state_dict'], strict=True)
     # official head: LayerNorm(classifier.norm) -> avgpool -> Linear(classifier.head)
     backbone = EfficientVMamba('t', out_indices=(3, ), drop_path_rate=0.0).eval()
@@ -292,23 +291,9 @@ def test_single_registration_reachable_from_all_registries():
         assert type(model) is EfficientVMamba
 
 
-def sync_bn_to_bn(cfg):
-    if isinstance(cfg, dict):
-        return {k: ('BN' if k == 'type' and v == 'SyncBN' else sync_bn_to_bn(v)) for k, v in cfg.items()}
-    if isinstance(cfg, (list, tuple)):
-        return type(cfg)(sync_bn_to_bn(v) for v in cfg)
-    return cfg
-
-
-def reduced_config(name: str) -> Config:
-    cfg = Config.fromfile(osp.join(REPO, 'configs', name))
-    cfg.merge_from_dict({'model.backbone.arch': SMALL, 'model.backbone.init_cfg': None})
-    return cfg
-
-
-def assert_backbone_has_grads(backbone):
-    names = [n for n, p in backbone.named_parameters() if p.requires_grad and p.grad is None]
-    assert not names, names[:5]
+def reduced_config(name: str, **overrides) -> Config:
+    """``configs/<name>`` with the SMALL arch and no pretrained weights."""
+    return load_config(name, {'model.backbone.arch': SMALL, 'model.backbone.init_cfg': None, **overrides})
 
 
 @pytest.mark.parametrize('arch', ['t', 's', 'b'])
@@ -328,56 +313,23 @@ def test_dense_configs_match_official_settings(arch):
 
 
 def test_upernet_from_config_forward_backward():
-    from mmengine.structures import PixelData
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = reduced_config('upernet_efficient_vmamba_t_ade20k.py')
-    cfg.merge_from_dict({'model.decode_head.in_channels': [16, 32, 64, 128],
-                         'model.decode_head.channels': 32,
-                         'model.auxiliary_head.in_channels': 64,
-                         'model.auxiliary_head.channels': 16,
-                         'model.data_preprocessor.size': (64, 64)})
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
-    model.init_weights()
-    model.train()
-    samples = []
-    for _ in range(2):
-        sample = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64),
-                                             pad_shape=(64, 64)))
-        sample.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 64)))
-        samples.append(sample)
-    data = model.data_preprocessor(dict(inputs=[torch.randint(0, 255, (3, 64, 64)).float()] * 2,
-                                        data_samples=samples), training=True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    cfg = reduced_config('upernet_efficient_vmamba_t_ade20k.py', **{
+        'model.decode_head.in_channels': [16, 32, 64, 128], 'model.decode_head.channels': 32,
+        'model.auxiliary_head.in_channels': 64, 'model.auxiliary_head.channels': 16,
+        'model.data_preprocessor.size': (64, 64)})
+    model = build_model(cfg.model, 'mmseg')
+    seg_train_step(model, 64, 64, batch=2)
     assert_backbone_has_grads(model.backbone)
 
 
 def test_mask_rcnn_from_config_forward_backward():
-    from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = reduced_config('mask_rcnn_efficient_vmamba_t_fpn_1x_coco.py')
-    cfg.merge_from_dict({'model.neck.in_channels': [16, 32, 64, 128],
-                         # fewer RoIs: the heads are not under test, the backbone in them is
-                         'model.train_cfg.rpn_proposal.max_per_img': 64,
-                         'model.train_cfg.rcnn.sampler.num': 32,
-                         'model.test_cfg.rpn.max_per_img': 64,
-                         'model.test_cfg.rcnn.max_per_img': 10})
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(ConfigDict(sync_bn_to_bn(cfg.model.to_dict())))
-    model.init_weights()
-    model.train()
-    packed = demo_mm_inputs(2, [[3, 64, 64]] * 2, num_items=[2, 2], num_classes=80, with_mask=True)
-    data = model.data_preprocessor(packed, training=True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    model.parse_losses(losses)[0].backward()
+    cfg = reduced_config('mask_rcnn_efficient_vmamba_t_fpn_1x_coco.py', **{
+        'model.neck.in_channels': [16, 32, 64, 128],
+        # fewer RoIs: the heads are not under test, the backbone in them is
+        'model.train_cfg.rpn_proposal.max_per_img': 64, 'model.train_cfg.rcnn.sampler.num': 32,
+        'model.test_cfg.rpn.max_per_img': 64, 'model.test_cfg.rcnn.max_per_img': 10})
+    model = build_model(cfg.model, 'mmdet')
+    _, data = det_train_step(model, 64, 64, batch=2, items=2)
     assert_backbone_has_grads(model.backbone)
-    model.eval()
-    with torch.no_grad():
-        results = model.predict(data['inputs'], data['data_samples'])
+    results = det_predict(model, data)
     assert len(results) == 2 and 'masks' in results[0].pred_instances

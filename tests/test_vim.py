@@ -12,6 +12,9 @@ import mmvssm  # noqa: F401  (registers everything)
 from mmvssm.models.backbones.vim import Vim, official_to_classifier, resize_pos_embed
 from mmvssm.utils.checkpoint import atomic_save
 
+from dense_helpers import (assert_backbone_has_grads, build_model, det_train_step, load_config,
+                           seg_train_step)
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SMALL = dict(embed_dims=16, depth=4)  # D=16 -> E=32, dt_rank=1
 BACKEND = 'reference'  # the slow-but-exact loop; sizes below keep it fast
@@ -57,12 +60,10 @@ def official_state_dict(dims: int, depth: int, grid: int, seed: int = 0) -> dict
                                                 ('base', 768, 97_598_440)])
 def test_classifier_param_count(arch, dims, expected):
     """The mmpretrain classifier of configs/imagenet (Base: the Tiny config at D=768) matches the spec."""
-    from mmengine.config import Config
-    from mmpretrain.registry import MODELS
     name = 'tiny' if arch == 'base' else arch
-    cfg = Config.fromfile(osp.join(REPO, f'configs/imagenet/vim_{name}_in1k.py'))
-    cfg.merge_from_dict({'model.backbone.arch.embed_dims': dims, 'model.head.in_channels': dims})
-    model = MODELS.build(cfg.model)
+    cfg = load_config(f'imagenet/vim_{name}_in1k.py',
+                      {'model.backbone.arch.embed_dims': dims, 'model.head.in_channels': dims})
+    model = build_model(cfg.model, 'mmpretrain', init_weights=False)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert len(model.backbone.state_dict()) == 413  # the official 415 keys minus head.weight/bias
 
@@ -159,7 +160,6 @@ def test_official_checkpoint_loads_like_own_layout(tmp_path):
 
 
 def test_converter_and_classifier_logits(tmp_path):
-    from mmpretrain.registry import MODELS
     sd = official_state_dict(16, 4, grid=4)
     src, dst = str(tmp_path / 'official.pth'), str(tmp_path / 'converted.pth')
     atomic_save({'model': sd, 'args': argparse.Namespace(model='vim')}, src)
@@ -173,11 +173,11 @@ def test_converter_and_classifier_logits(tmp_path):
     expected = official_to_classifier(sd)
     assert converted.keys() == expected.keys()
     assert all(torch.equal(converted[k], v) for k, v in expected.items())
-    clf = MODELS.build(dict(
+    clf = build_model(dict(
         type='ImageClassifier',
         backbone=dict(type='Vim', arch=SMALL, img_size=64, with_cls_token=True, final_norm=True,
                       out_type='raw', out_indices=(-1,), scan_backend=BACKEND),
-        head=dict(type='VimClsHead', num_classes=1000, in_channels=16)))
+        head=dict(type='VimClsHead', num_classes=1000, in_channels=16)), 'mmpretrain', init_weights=False)
     clf.load_state_dict(converted, strict=True)  # every key, head included
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -276,68 +276,27 @@ def test_registry_fallback(scope):
     assert isinstance(model, Vim)
 
 
-def _bn_everywhere(cfg):
-    """SyncBN -> BN for single-process CPU runs."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for v in cfg.values():
-            _bn_everywhere(v)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            _bn_everywhere(v)
-
-
-def _reduced(config: str, dims: int = 16):
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO, 'configs', config))
-    cfg.merge_from_dict({'model.backbone.arch.embed_dims': dims, 'model.backbone.arch.depth': 4,
-                         'model.backbone.out_indices': [0, 1, 2, 3],
-                         'model.backbone.scan_backend': BACKEND})
-    _bn_everywhere(cfg.model)
+def _reduced(config: str, dims: int = 16, **overrides) -> dict:
+    """The model of ``configs/<config>`` with a 4-block Vim of width ``dims`` (all blocks as outputs)."""
+    cfg = load_config(config, {'model.backbone.arch.embed_dims': dims, 'model.backbone.arch.depth': 4,
+                               'model.backbone.out_indices': [0, 1, 2, 3],
+                               'model.backbone.scan_backend': BACKEND, **overrides})
     return cfg.model
 
 
 def test_upernet_config_forward_backward():
-    from mmengine.structures import PixelData
-    from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
-    from mmseg.utils import register_all_modules
-    register_all_modules()
-    cfg = _reduced('upernet_vim_tiny_ade20k.py')
-    cfg['decode_head'].update(in_channels=[16] * 4, channels=16)
-    cfg['auxiliary_head'].update(in_channels=16)
-    model = MODELS.build(cfg)
-    model.train()
-    samples = []
-    for _ in range(2):
-        s = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 64, 64)))
-        samples.append(s)
-    losses = model.loss(torch.randn(2, 3, 64, 64), samples)
-    total = sum(v for k, v in losses.items() if 'loss' in k)
-    total.backward()
+    cfg = _reduced('upernet_vim_tiny_ade20k.py', **{
+        'model.decode_head.in_channels': [16] * 4, 'model.decode_head.channels': 16,
+        'model.auxiliary_head.in_channels': 16, 'model.data_preprocessor.size': (64, 64)})
+    model = build_model(cfg, 'mmseg')
+    seg_train_step(model, 64, 64, batch=2)
     assert model.backbone.layers[0].mixer.in_proj.weight.grad is not None
+    assert_backbone_has_grads(model.backbone)
 
 
 def test_mask_rcnn_config_forward_backward():
-    from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmdet.utils import register_all_modules
-    from mmengine.structures import InstanceData
-    register_all_modules()
-    cfg = _reduced('mask_rcnn_vim_tiny_fpn_1x_coco.py')
-    cfg['neck'].update(in_channels=[16] * 4)
-    model = MODELS.build(cfg)
-    model.train()
-    sample = DetDataSample(metainfo=dict(img_shape=(96, 128), pad_shape=(96, 128), batch_input_shape=(96, 128),
-                                         scale_factor=(1., 1.)))
-    masks = torch.zeros(1, 96, 128, dtype=torch.uint8)
-    masks[:, 20:60, 30:90] = 1
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[30., 20., 90., 60.]]),
-                                       labels=torch.tensor([3]), masks=BitmapMasks(masks.numpy(), 96, 128))
-    losses = model.loss(torch.randn(1, 3, 96, 128), [sample])
-    total = sum(v if torch.is_tensor(v) else sum(v) for k, v in losses.items() if 'loss' in k)
-    total.backward()
+    model = build_model(_reduced('mask_rcnn_vim_tiny_fpn_1x_coco.py', **{'model.neck.in_channels': [16] * 4}),
+                        'mmdet')
+    det_train_step(model, 96, 128, batch=1, items=1)
     assert model.backbone.layers[0].mixer.in_proj.weight.grad is not None
+    assert_backbone_has_grads(model.backbone)
