@@ -12,23 +12,26 @@ module counts the ops mmengine does not see:
   count (all directions folded in, as ``multi_direction_scan`` passes them) and L the sequence length.
 * ``aten::scaled_dot_product_attention`` (fused attention, used by mmpretrain's ViT/DeiT on torch 2):
   ``q @ k^T`` plus ``attn @ v``, as if written with two matmuls; softmax free.
-* ``aten::rms_norm``: like ``aten::layer_norm`` (5 per element with affine weight).
+* ``aten::rms_norm``: like ``aten::layer_norm`` (5 per element with affine weight);
+  ``aten::upsample_bicubic2d``: 16 per output element (mmengine prices bilinear at 4).
 
 The scan is a Python function whose backends loop over time, so tracing through it would both be slow and
 count the backend's internal matmuls. :func:`traceable_selective_scan` therefore routes every call to
 ``selective_scan`` through one registered torch op (``mmvssm_flops::selective_scan``) for the duration of
 the count; the tracer records one node per call and :func:`selective_scan_flop_jit` prices it.
 """
+import importlib
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from math import prod
-from typing import TYPE_CHECKING, Any, Callable, Counter, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Callable, Counter, Dict, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import get_shape, norm_flop_counter
+from mmengine.analysis.jit_handles import elementwise_flop_counter, get_shape, norm_flop_counter
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ ZERO_COST_OPS = (
     'aten::softmax', 'aten::softplus', 'aten::sqrt', 'aten::sub', 'aten::sum', 'aten::var',
     'aten::max_pool2d', 'aten::pad', 'aten::roll', 'aten::scatter', 'aten::index_select',
     'aten::repeat', 'aten::repeat_interleave', 'aten::type_as', 'aten::to', 'aten::tanh',
+    'aten::feature_dropout', 'aten::dropout_',
     # not arithmetic
     'aten::empty_like', 'aten::numel', 'aten::zeros', 'aten::zeros_like', 'aten::lift_fresh',
 )
@@ -159,6 +163,8 @@ def flop_handles(scan_flops_per_element: float = DEFAULT_SCAN_FLOPS_PER_ELEMENT
         SCAN_OP_NAME: partial(selective_scan_flop_jit, per_element=scan_flops_per_element),
         'aten::scaled_dot_product_attention': sdpa_flop_jit,
         'aten::rms_norm': norm_flop_counter(2),
+        # 4x4 taps per output (mmengine prices bilinear at 2x2); used to resize position embeddings.
+        'aten::upsample_bicubic2d': elementwise_flop_counter(0, 16),
     })
     return handles
 
@@ -216,7 +222,7 @@ def build_model_from_cfg(cfg: Union[str, 'Config', dict]) -> nn.Module:
     """
     from mmengine.config import Config
     from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
     from mmengine.utils import import_modules_from_strings
 
     import mmvssm  # noqa: F401  (registers the backbones)
@@ -230,9 +236,13 @@ def build_model_from_cfg(cfg: Union[str, 'Config', dict]) -> nn.Module:
     else:
         scope, model_cfg = None, cfg
     if scope is not None:
-        init_default_scope(scope)
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    return model.eval()
+        # Register the scope's modules without setting a global default scope (it would leak into
+        # whatever the caller builds next); the scope is only in force while building.
+        importlib.import_module(f'{scope}.utils').register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model.eval()  # not chained: some OpenMMLab train() overrides return None
+    return model
 
 
 def default_input_shape(cfg: 'Config', fallback: int = 224) -> Tuple[int, int]:
