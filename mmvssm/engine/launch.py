@@ -4,12 +4,13 @@ The same tools serve mmseg and mmdet configs: the config's ``default_scope`` pic
 The checks here run before mmengine builds anything, so a wrong path or name is reported as one line that
 says what is wrong and how to fix it, instead of a traceback from deep inside a data loader or registry.
 """
+import argparse
 import os
 import os.path as osp
 from typing import Iterable, List, Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 
@@ -20,6 +21,26 @@ TINY_SAMPLE_HINT = ('generate the tiny sample with `python tools/misc/make_tiny_
 
 class ToolInputError(Exception):
     """A problem with the user's config, arguments or data; the tools print it without a traceback."""
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Options both tools take, spelled as in mmseg's and mmdet's tools."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. train_cfg.max_iters=100 '
+                        'model.backbone.arch.depth=4')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser,
+                    argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` and export ``LOCAL_RANK`` for mmengine when a launcher passed ``--local-rank``."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None) -> Config:
@@ -43,14 +64,30 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 
 
 def adapt_to_device(cfg: Config, launcher: str) -> None:
-    """Without CUDA: gloo instead of nccl, and BatchNorm instead of SyncBN (which needs a GPU)."""
+    """Let CUDA configs run on CPU-only machines, in one process or several (``--launcher pytorch``).
+
+    Without CUDA: BatchNorm instead of SyncBN (which needs a GPU) and, when distributed, the gloo backend
+    with DDP over CPU modules (``device_ids=None``). mmengine 0.10.7's ``init_dist`` calls
+    ``torch.cuda.set_device`` unconditionally, so the gloo process group is created here from torchrun's
+    environment; the Runner then finds it initialised and uses it.
+    """
     if torch.cuda.is_available():
         return
-    if launcher != 'none':
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if _replace_sync_bn(cfg.get('model')):
         print_log('no CUDA device: SyncBN layers are built as BN (per-process statistics)',
                   logger='current')
+    if launcher == 'none':
+        return
+    if launcher != 'pytorch':
+        raise ToolInputError(f'--launcher {launcher} needs CUDA GPUs (mmengine selects one per process); '
+                             f'on CPU start the processes with tools/dist_train.sh (torchrun)')
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
 
 
 def _replace_sync_bn(node) -> bool:

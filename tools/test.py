@@ -1,0 +1,109 @@
+"""Evaluate a checkpoint through mmengine's Runner: mIoU/aAcc (mmseg IoUMetric) or box/mask AP (CocoMetric).
+
+The config's ``default_scope`` ('mmseg' or 'mmdet') decides the task, as in ``tools/train.py``::
+
+    python tools/test.py CONFIG CKPT [--work-dir DIR] [--out OUT] [--show-dir DIR] [--tta]
+        [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+``--out`` follows each library's tool: segmentation writes the predicted label maps as PNG into the
+folder OUT (mmseg, raw ADE20K label values); detection dumps the predictions into the pickle file OUT
+(mmdet's DumpDetResults). ``--show-dir DIR`` writes the visualised predictions as PNG under
+``DIR/vis_data/vis_image/``.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Dict, Optional, Sequence
+
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
+from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, check_data,
+                                  check_model_types, load_config, parse_tool_args)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a segmentor or detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the logs and metrics (default: '
+                        'work_dirs/<config name>)')
+    parser.add_argument('--out', help='segmentation: folder for the predicted label maps (PNG); '
+                        'detection: pickle file for the predictions')
+    parser.add_argument('--show-dir', help='folder for the visualised predictions (PNG)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation (the config\'s '
+                        'tta_pipeline and tta_model)')
+    add_common_args(parser)
+    return parse_tool_args(parser, argv)
+
+
+def enable_visualization(cfg: Config, show_dir: str) -> None:
+    """Draw every test prediction and save it through the visualizer's LocalVisBackend as PNG."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise ToolInputError('--show-dir needs a visualization hook in default_hooks (mmseg: '
+                             'SegVisualizationHook, mmdet: DetVisualizationHook)')
+    hook['draw'] = True
+    hook['interval'] = 1  # mmseg draws every 50th image by default
+    cfg.visualizer['save_dir'] = osp.abspath(show_dir)
+    # A fixed name would reuse an existing visualizer (and its save_dir) when main() runs in-process
+    # after a training; the runner then names it after this run.
+    cfg.visualizer.pop('name', None)
+
+
+def enable_tta(cfg: Config) -> None:
+    """Wrap the model in the config's tta_model and test with its tta_pipeline (as mmseg/mmdet do)."""
+    roi_head = cfg.model.get('roi_head') or {}
+    if cfg.default_scope == 'mmdet' and roi_head.get('mask_head') is not None:
+        raise ToolInputError('--tta: mmdet 3.3 has no test-time augmentation for instance masks '
+                             '(DetTTAModel merges boxes only); test without --tta')
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise ToolInputError('--tta needs `tta_model` and `tta_pipeline` in the config (see mmseg\'s '
+                             '_base_/datasets/ade20k.py and default_runtime.py)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:
+        dataset = dataset['dataset']
+    dataset.pipeline = cfg.tta_pipeline
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """Run the test loop; returns the metrics (also logged and written to the work dir)."""
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir)
+        cfg.launcher = args.launcher
+        adapt_to_device(cfg, args.launcher)
+        if not osp.isfile(args.checkpoint):
+            raise ToolInputError(f'checkpoint {args.checkpoint!r} not found; pass the .pth written by '
+                                 f'tools/train.py (work_dirs/<config name>/iter_N.pth)')
+        cfg.load_from = args.checkpoint
+        if args.show_dir:
+            enable_visualization(cfg, args.show_dir)
+        if args.tta:
+            enable_tta(cfg)
+        dump_file = None
+        if args.out and cfg.default_scope == 'mmseg':
+            cfg.test_evaluator['output_dir'] = args.out
+        elif args.out:
+            if not args.out.endswith(('.pkl', '.pickle')):
+                raise ToolInputError(f'--out {args.out!r}: detection predictions are dumped as a pickle '
+                                     f'file; give a name ending in .pkl')
+            dump_file = args.out
+        check_data(cfg, ['test_dataloader'])
+        check_model_types(cfg)
+    except ToolInputError as err:
+        sys.exit(f'tools/test.py: error: {err}')
+
+    with crash_safe_checkpoints():
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if dump_file is not None:
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=dump_file))
+        return runner.test()
+
+
+if __name__ == '__main__':
+    main()
