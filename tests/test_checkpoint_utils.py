@@ -113,6 +113,15 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     assert os.listdir(tmp_path) == ['ckpt.pth']  # no temporary left behind
 
 
+def test_atomic_save_gives_the_usual_file_mode(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        atomic_save({'v': torch.ones(1)}, str(tmp_path / 'ckpt.pth'))
+    finally:
+        os.umask(old_umask)
+    assert os.stat(tmp_path / 'ckpt.pth').st_mode & 0o777 == 0o644
+
+
 def test_mmengine_loader_is_safe_only_inside_the_context(tmp_path):
     from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
     path = tmp_path / 'resume.pth'

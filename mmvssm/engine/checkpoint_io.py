@@ -15,7 +15,6 @@ an empty pointer.
 """
 import contextlib
 import glob
-import os
 import os.path as osp
 import re
 from typing import Iterator, Optional
@@ -43,17 +42,9 @@ def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args: Op
                 and isinstance(get_file_backend(filename, backend_args=backend_args), LocalBackend))
     if is_local:
         atomic_save(checkpoint, filename)
-        # mkstemp creates 0600 files; give the checkpoint the mode a plain open() would (umask applies)
-        os.chmod(filename, 0o666 & ~_current_umask())
     else:
         _ORIGINAL_SAVE(checkpoint, filename, file_client_args=file_client_args,
                        backend_args=backend_args)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:

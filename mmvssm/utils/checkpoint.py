@@ -112,6 +112,10 @@ def atomic_save(obj: Any, path: str, save_fn: Callable[[Any, Any], None] = torch
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=directory)
     try:
+        # mkstemp creates 0600 files: give the result the mode a plain open() would (umask applies)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, 'wb') as f:
             save_fn(obj, f)
             f.flush()
