@@ -1,5 +1,8 @@
 # Two entry points, each doing all the setup on a fresh machine (see README.md).
 PYTHON := .venv/bin/python
+# the scripts below call `python`: the venv's
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/.venv
 
 .PHONY: install demo test kernel
 

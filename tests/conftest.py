@@ -58,6 +58,8 @@ def subprocess_env() -> Dict[str, str]:
     """Environment for tool subprocesses: mmvssm importable, one thread per process (2 shared cores)."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([REPO] + [p for p in [env.get('PYTHONPATH')] if p])
+    # the launcher scripts run `python`: make it this interpreter (the venv's), whatever PATH says
+    env['PATH'] = os.pathsep.join([os.path.dirname(sys.executable), env.get('PATH', '')])
     env['OMP_NUM_THREADS'] = '1'
     env.setdefault('PYTHONWARNINGS', 'ignore')
     return env

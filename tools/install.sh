@@ -28,6 +28,8 @@ log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
 # 1. virtualenv ------------------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   PY="${MMVSSM_PYTHON:-$(command -v python3.11 || command -v python3)}"
+  # the base interpreter, also when the command is run from inside another virtualenv
+  PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
   log "creating virtualenv $VENV with $PY"
   "$PY" -m venv "$VENV"
 fi
