@@ -300,3 +300,25 @@ def test_mask_rcnn_config_forward_backward():
     det_train_step(model, 96, 128, batch=1, items=1)
     assert model.backbone.layers[0].mixer.in_proj.weight.grad is not None
     assert_backbone_has_grads(model.backbone)
+
+
+def test_upernet_slide_inference_any_size():
+    # The real config tests with mmseg's slide mode; at reduced scale: 64x64 windows, stride 43, over a
+    # 96x130 image, so windows overlap and the last row/column is shifted to the border.
+    from mmseg.structures import SegDataSample
+    cfg = _reduced('upernet_vim_tiny_ade20k.py', **{
+        'model.decode_head.in_channels': [16] * 4, 'model.decode_head.channels': 16,
+        'model.auxiliary_head.in_channels': 16, 'model.backbone.img_size': 32,
+        'model.test_cfg.crop_size': (64, 64), 'model.test_cfg.stride': (43, 43)})
+    assert cfg['test_cfg']['mode'] == 'slide'
+    model = build_model(cfg, 'mmseg').eval()
+    image = torch.rand(1, 3, 96, 130)
+    sample = SegDataSample(metainfo=dict(img_shape=(96, 130), ori_shape=(96, 130), pad_shape=(96, 130)))
+    with torch.no_grad():
+        result = model.predict(image, [sample])[0]
+        grid_64 = model.backbone._pos_embed_for((4, 4))
+    assert result.pred_sem_seg.data.shape == (1, 96, 130)
+    assert torch.isfinite(result.seg_logits.data).all()
+    # every window used the 4x4 token grid: one cached resize of the 2x2 pretraining grid
+    assert len(model.backbone._pos_cache) == 1 and next(iter(model.backbone._pos_cache))[0] == (4, 4)
+    assert grid_64 is next(iter(model.backbone._pos_cache.values()))
