@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .selective_scan import _as_groups, _finish, _prepare_delta
+from .selective_scan import _as_groups, _compute_dtype, _finish, _prepare_delta
 
 # One (K, b, G, Dg, N) block buffer holds about this many elements (~1 MiB in fp32): small enough to stay
 # in cache and below glibc's mmap threshold, large enough to amortise per-block overhead (scan.md §3.3).
@@ -172,7 +172,7 @@ def selective_scan_chunked(u: Tensor,
     Inputs are assumed validated by :func:`selective_scan`. ``initial_state`` (batch, dim, N) optionally
     seeds the recurrence (differentiable), e.g. to continue a sequence split into parts.
     """
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dtype = _compute_dtype(u)
     batch, dim, length = u.shape
     B, C = _as_groups(B), _as_groups(C)
     groups, n_state = B.shape[1], A.shape[1]

@@ -88,6 +88,11 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> int:
 # --------------------------------------------------------------------------------------------------
 # Shared pre/post-processing
 # --------------------------------------------------------------------------------------------------
+def _compute_dtype(u: Tensor) -> torch.dtype:
+    """The dtype every backend computes in: float64 for float64 ``u``, float32 otherwise (half included)."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
 def _prepare_delta(delta: Tensor, delta_bias: Optional[Tensor], delta_softplus: bool,
                    dtype: torch.dtype) -> Tensor:
     delta = delta.to(dtype)
@@ -117,7 +122,7 @@ def _finish(y: Tensor, u: Tensor, D: Optional[Tensor], z: Optional[Tensor], dtyp
 # reference backend: the plain recurrence
 # --------------------------------------------------------------------------------------------------
 def _scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    dtype = _compute_dtype(u)
     batch, dim, length = u.shape
     B, C = _as_groups(B), _as_groups(C)
     groups = B.shape[1]
