@@ -16,12 +16,10 @@ import sys
 from typing import Dict, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
-from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, check_data,
-                                  check_model_types, load_config, parse_tool_args)
+from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
+                                  check_data, check_model_types, load_config, parse_tool_args)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -98,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
         sys.exit(f'tools/test.py: error: {err}')
 
     with crash_safe_checkpoints():
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
         if dump_file is not None:
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=dump_file))

@@ -17,12 +17,11 @@ from typing import Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
-from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, check_data,
-                                  check_model_types, load_config, parse_tool_args)
+from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
+                                  check_data, check_model_types, load_config, parse_tool_args)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -82,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
         sys.exit(f'tools/train.py: error: {err}')
 
     with crash_safe_checkpoints():
-        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner = build_runner(cfg)
         runner.train()
     return runner
 

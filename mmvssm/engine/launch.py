@@ -12,7 +12,8 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import init_default_scope
+from mmengine.registry import RUNNERS, init_default_scope
+from mmengine.runner import Runner
 
 SUPPORTED_SCOPES = ('mmseg', 'mmdet')
 TINY_SAMPLE_HINT = ('generate the tiny sample with `python tools/misc/make_tiny_datasets.py --out '
@@ -61,6 +62,11 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The config's runner: mmengine's ``Runner`` unless the config names a ``runner_type``."""
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def adapt_to_device(cfg: Config, launcher: str) -> None:
