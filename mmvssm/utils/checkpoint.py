@@ -86,6 +86,19 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
                            f'format?): {err}') from err
 
 
+def pretrained_init_cfg(init_cfg: Any, owner: str) -> Optional[dict]:
+    """``init_cfg`` when it is ``dict(type='Pretrained', checkpoint=PATH, ...)``, else None.
+
+    For modules that load pretrained weights themselves (through :func:`load_checkpoint_file`) instead of
+    mmengine's ``PretrainedInit``; a Pretrained config without ``checkpoint`` is an error naming ``owner``.
+    """
+    if not (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'):
+        return None
+    if 'checkpoint' not in init_cfg:
+        raise ValueError(f"{owner}: init_cfg type 'Pretrained' needs `checkpoint=PATH`, got {init_cfg}")
+    return init_cfg
+
+
 def extract_state_dict(checkpoint: Any, prefer: str = 'model') -> Dict[str, torch.Tensor]:
     """The model weights inside a checkpoint dict, whatever container the producer used.
 

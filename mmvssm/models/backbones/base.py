@@ -1,5 +1,5 @@
 """Behaviour shared by every mmvssm backbone: frozen stages, norm_eval and checkpoint loading."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log
@@ -7,7 +7,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
 
 
 class SSMBackbone(BaseModule):
@@ -37,6 +37,30 @@ class SSMBackbone(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
+    # ------------------------------------------------------------------ checks that need the arch
+    def _check_frozen_stages(self, num_stages: int, unit: str = 'stages') -> None:
+        """Refuse a ``frozen_stages`` beyond the model's ``num_stages`` stages (or layers)."""
+        if self.frozen_stages > num_stages:
+            raise ValueError(f'{type(self).__name__}: frozen_stages={self.frozen_stages} but the model has '
+                             f'only {num_stages} {unit} (use -1..{num_stages})')
+
+    def _stage_indices(self, out_indices: Union[int, Sequence[int]], num_stages: int,
+                       increasing: bool = False) -> Tuple[int, ...]:
+        """Validated ``out_indices`` of a staged backbone, negative entries counted from the end.
+
+        Each entry must be an int in [-num_stages, num_stages); ``increasing`` also requires them sorted
+        without repeats.
+        """
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        indices = tuple(i + num_stages if isinstance(i, int) and i < 0 else i for i in out_indices)
+        if not indices or any(not isinstance(i, int) or not 0 <= i < num_stages for i in indices) \
+                or (increasing and list(indices) != sorted(set(indices))):
+            what = 'increasing stage indices' if increasing else 'a non-empty sequence of stage indices'
+            raise ValueError(f'{type(self).__name__}: out_indices must be {what} in [0, {num_stages}), '
+                             f'got {out_indices}')
+        return indices
+
     # ------------------------------------------------------------------ freezing
     def frozen_modules(self) -> List[nn.Module]:
         """Modules frozen by ``self.frozen_stages``; subclasses define the stage order."""
@@ -63,15 +87,12 @@ class SSMBackbone(BaseModule):
         return state_dict
 
     def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            if 'checkpoint' not in cfg:
-                raise ValueError(f"{type(self).__name__}: init_cfg type 'Pretrained' needs "
-                                 f'`checkpoint=PATH`, got {cfg}')
-            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
-            self._is_init = True
+        cfg = pretrained_init_cfg(self.init_cfg, type(self).__name__)
+        if cfg is None:
+            super().init_weights()
             return
-        super().init_weights()
+        self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
+        self._is_init = True
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None,
                         strict: bool = False) -> Dict[str, list]:

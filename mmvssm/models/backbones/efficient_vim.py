@@ -317,10 +317,8 @@ class EfficientViM(SSMBackbone):
         self.depths: Tuple[int, ...] = tuple(settings['depths'])
         self.state_dims: Tuple[int, ...] = tuple(settings['state_dims'])
         num_stages = len(self.depths)
-        if frozen_stages > num_stages:
-            raise ValueError(f'EfficientViM: frozen_stages={frozen_stages} but the model has only '
-                             f'{num_stages} stages (use -1..{num_stages})')
-        self.out_indices = self._check_out_indices(out_indices, num_stages)
+        self._check_frozen_stages(num_stages)
+        self.out_indices = self._stage_indices(out_indices, num_stages, increasing=True)
         self.return_hidden_states = return_hidden_states
 
         self.patch_embed = Stem(in_channels, self.embed_dims[0])
@@ -335,17 +333,6 @@ class EfficientViM(SSMBackbone):
                 self.add_module(f'out_norm{i}', ChannelLayerNorm(self.embed_dims[i]))
         self.in_channels = in_channels
         self._freeze_stages()
-
-    @staticmethod
-    def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        indices = tuple(i + num_stages if isinstance(i, int) and i < 0 else i for i in out_indices)
-        if not indices or any(not isinstance(i, int) or not 0 <= i < num_stages for i in indices) \
-                or list(indices) != sorted(set(indices)):
-            raise ValueError(f'EfficientViM: out_indices must be increasing stage indices in '
-                             f'[0, {num_stages}), got {out_indices}')
-        return indices
 
     def frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:

@@ -431,16 +431,8 @@ class EfficientVMamba(SSMBackbone):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
         self.dims, self.depths = self._parse_arch(arch)
         num_stages = len(self.depths)
-        if frozen_stages > num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} but the model has {num_stages} stages')
-        if isinstance(out_indices, int):
-            out_indices = (out_indices,)
-        out_indices = tuple(i + num_stages if isinstance(i, int) and i < 0 else i for i in out_indices)
-        if not out_indices or any(not isinstance(i, int) or not 0 <= i < num_stages
-                                  for i in out_indices):
-            raise ValueError(f'out_indices must be a non-empty sequence of stage indices in '
-                             f'[0, {num_stages}), got {out_indices}')
-        self.out_indices = out_indices
+        self._check_frozen_stages(num_stages)
+        self.out_indices = self._stage_indices(out_indices, num_stages)
         self.in_channels = in_channels
 
         self.patch_embed = PatchEmbed(in_channels, self.dims[0], patch_size)
@@ -453,7 +445,7 @@ class EfficientVMamba(SSMBackbone):
                 'evss' if i < self.num_evss_stages else 'inverted_residual',
                 out_channels=self.dims[i + 1] if i + 1 < num_stages else None,
                 with_cp=with_cp, scan_backend=scan_backend))
-        for i in out_indices:
+        for i in self.out_indices:
             self.add_module(f'outnorm{i}', nn.LayerNorm(self.dims[i]))
         self.apply(self._init_linear_and_norm)
         self._freeze_stages()

@@ -320,8 +320,7 @@ class Vim(SSMBackbone):
         arch_cfg = self._parse_arch(arch)
         dims, depth = arch_cfg.pop('embed_dims'), arch_cfg.pop('depth')
         self.embed_dims, self.depth = dims, depth
-        if frozen_stages > depth:
-            raise ValueError(f'Vim: frozen_stages={frozen_stages} exceeds depth={depth}')
+        self._check_frozen_stages(depth, unit='layers')
         if out_type not in OUT_TYPES:
             raise ValueError(f'Vim: out_type must be one of {OUT_TYPES}, got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:

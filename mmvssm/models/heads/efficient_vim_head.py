@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from mmvssm.models.backbones.efficient_vim import (HEAD_KEY_PREFIXES, ChannelLayerNorm,
                                                    flatten_layer_norm_params)
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
 
 
 def convert_official_head(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -115,15 +115,12 @@ class EfficientViMFusionHead(ClsHead):
         return super().loss(feats, data_samples, **kwargs)
 
     def init_weights(self) -> None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            if 'checkpoint' not in cfg:
-                raise ValueError(f"EfficientViMFusionHead: init_cfg type 'Pretrained' needs "
-                                 f'`checkpoint=PATH`, got {cfg}')
-            self.load_pretrained(cfg['checkpoint'])
-            self._is_init = True
+        cfg = pretrained_init_cfg(self.init_cfg, type(self).__name__)
+        if cfg is None:
+            super().init_weights()
             return
-        super().init_weights()
+        self.load_pretrained(cfg['checkpoint'])
+        self._is_init = True
 
     def load_pretrained(self, path: str) -> Dict[str, list]:
         """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one."""
