@@ -10,6 +10,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
 
 
+def check_images(x: torch.Tensor, in_channels: int, owner: str) -> None:
+    """Raise a clear error unless ``x`` is a (B, in_channels, H, W) image batch."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        got = f'in_channels={x.shape[1]}' if x.dim() == 4 else 'a (B, C, H, W) batch'
+        raise ValueError(f'{owner}: expected images of shape (B, {in_channels}, H, W), got '
+                         f'{tuple(x.shape)}; pass {got} or fix the input layout')
+
+
 class SSMBackbone(BaseModule):
     """Base class of the mmvssm backbones.
 

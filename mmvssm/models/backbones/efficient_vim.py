@@ -21,7 +21,7 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from .base import SSMBackbone
+from .base import SSMBackbone, check_images
 
 # Official register functions of classification/models/EfficientViM.py (mlp_ratio 4, ssd_expand 1).
 ARCH_SETTINGS: Dict[str, dict] = {
@@ -354,9 +354,7 @@ class EfficientViM(SSMBackbone):
         Returns: a tuple with one (B, embed_dims[i], H_i, W_i) map per ``out_indices`` entry, or
         ``(maps, hidden_states)`` when ``return_hidden_states`` is set.
         """
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'EfficientViM expects images of shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
+        check_images(x, self.in_channels, 'EfficientViM')
         x = self.patch_embed(x)
         outs, hidden_states = [], []
         for i, stage in enumerate(self.stages[:self.out_indices[-1] + 1]):

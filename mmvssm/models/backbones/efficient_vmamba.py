@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from mmvssm.ops import multi_direction_scan
-from .base import SSMBackbone
+from .base import SSMBackbone, check_images
 
 NUM_DIRECTIONS = 4
 
@@ -493,10 +493,7 @@ class EfficientVMamba(SSMBackbone):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """(B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) for i in out_indices."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'EfficientVMamba expects (B, {self.in_channels}, H, W) images, got '
-                             f'{tuple(x.shape)}; set in_channels={x.shape[1] if x.dim() == 4 else "?"} '
-                             f'or fix the input layout')
+        check_images(x, self.in_channels, 'EfficientVMamba')
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

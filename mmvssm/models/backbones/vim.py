@@ -27,7 +27,7 @@ from torchvision.ops import StochasticDepth
 
 from mmvssm.ops import multi_direction_scan
 from ..necks.vim_pyramid import VimFeaturePyramid
-from .base import SSMBackbone
+from .base import SSMBackbone, check_images
 
 ARCH_SETTINGS: Dict[str, Dict[str, int]] = {
     'tiny': dict(embed_dims=192, depth=24),
@@ -242,9 +242,7 @@ class PatchEmbed(nn.Module):
         return tuple(math.ceil(max(s - p, 0) / t) + 1 for s, p, t in zip(hw, self.patch_size, self.stride))
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'Vim: expected images (B, {self.in_channels}, H, W), got {tuple(x.shape)}; '
-                             f'set in_channels to the number of input channels')
+        check_images(x, self.in_channels, 'Vim')
         grid = self.grid_size(x.shape[-2:])
         pad = [(g - 1) * t + p - s for g, t, p, s in zip(grid, self.stride, self.patch_size, x.shape[-2:])]
         if any(pad):
