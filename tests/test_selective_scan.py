@@ -8,20 +8,22 @@ import importlib
 import itertools
 import sys
 import types
+import warnings
 from typing import Dict, Optional
 
 import pytest
 import torch
 from torch import Tensor
 
-from mmvssm.ops import available_backends, multi_direction_scan, selective_scan
+from mmvssm.ops import available_backends, multi_direction_scan, selective_scan, use_backend
 from mmvssm.ops import chunked_scan, cuda_backend
 
 # The package re-exports the function under the module's name, so fetch the module itself.
 scan_module = importlib.import_module('mmvssm.ops.selective_scan')
 
-# Every fast backend usable on CPU tensors (the reference is the ground truth, not a subject).
-BACKENDS = [name for name in available_backends('cpu') if name != 'reference']
+# Every fast backend usable on CPU tensors (the reference is the ground truth, not a subject). Triton's
+# interpreter is too slow for these sizes: test_scan_triton.py runs the same checks on smaller shapes.
+BACKENDS = [name for name in available_backends('cpu') if name not in ('reference', 'triton')]
 INPUT_NAMES = ('u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias')
 
 
@@ -510,8 +512,9 @@ def test_auto_dispatch_with_cuda(monkeypatch, fresh_kernel_cache, call_log):
     fake = _install_fake_mamba(monkeypatch)
     monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
     monkeypatch.setattr(cuda_backend, 'is_available', lambda: True)
-    # Pretend the CPU is the kernel's device so the real N / dtype checks decide.
+    # Pretend the CPU is the kernel's device (and a GPU for auto) so the real N / dtype checks decide.
     monkeypatch.setitem(scan_module._BACKEND_DEVICE, 'cuda', 'cpu')
+    monkeypatch.setitem(scan_module.AUTO_ORDER, 'cpu', ('cuda', 'chunked'))
     monkeypatch.setattr(cuda_backend, 'unsupported_reason',
                         lambda u, A, real=cuda_backend.unsupported_reason:
                         real(u, A) if u.dtype == torch.float64 or A.shape[-1] > 256 else None)
@@ -522,3 +525,75 @@ def test_auto_dispatch_with_cuda(monkeypatch, fresh_kernel_cache, call_log):
     assert len(fake.calls) == 1  # N > 256: the kernel was skipped
     with pytest.raises(RuntimeError, match=r"'cuda' was requested.*N = 300.*N <= 256"):
         run(make_inputs(n_state=300, batch=1, dim=2, length=3), 'cuda')
+
+
+def test_cuda_last_state_gradient_is_refused(monkeypatch, fresh_kernel_cache):
+    """mamba_ssm's kernel drops the last state's gradient: a backward through it must fail loudly."""
+    _install_fake_mamba(monkeypatch)
+    monkeypatch.setattr(cuda_backend, 'unsupported_reason', lambda u, A: None)
+    inputs = with_grad(make_inputs())
+    y, last = cuda_backend.selective_scan_cuda(*(inputs[k] for k in INPUT_NAMES), True, True)
+    y.sum().backward()  # the output alone is fine
+    y, last = cuda_backend.selective_scan_cuda(*(inputs[k] for k in INPUT_NAMES), True, True)
+    with pytest.raises(RuntimeError, match='cannot backpropagate through the returned last state.*triton'):
+        (y.sum() + last.sum()).backward()
+
+
+# --------------------------------------------------------------------------------------------------
+# auto on GPUs, use_backend
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def cpu_as_gpu(monkeypatch):
+    """auto treats CPU tensors as a GPU's: the GPU order, and chunked announced there."""
+    monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
+    monkeypatch.setitem(scan_module.AUTO_ORDER, 'cpu', scan_module.AUTO_ORDER['cuda'])
+    monkeypatch.setattr(scan_module, '_ANNOUNCE_CHUNKED_ON', {'cpu'})
+    monkeypatch.setattr(scan_module, '_warned_gpu_fallback', False)
+
+
+def test_auto_gpu_order_cuda_then_triton_then_chunked(monkeypatch, cpu_as_gpu, call_log):
+    from mmvssm.ops import triton_backend
+    monkeypatch.setattr(scan_module, '_backend_available',
+                        lambda name, device=None: name in available)
+    for name, module, attr in (('cuda', cuda_backend, 'selective_scan_cuda'),
+                               ('triton', triton_backend, 'selective_scan_triton')):
+        monkeypatch.setattr(module, attr, lambda *a, name=name: call_log.append(name))
+        monkeypatch.setattr(module, 'unsupported_reason', lambda u, A: None)
+    for available, expected in ((('cuda', 'triton', 'chunked'), 'cuda'),
+                                (('triton', 'chunked'), 'triton'), (('chunked', ), 'chunked')):
+        call_log.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            run(make_inputs(), 'auto')
+        assert call_log == [expected]
+        assert scan_module.auto_backend('cpu') == expected
+
+
+def test_chunked_on_gpu_is_announced_once(monkeypatch, cpu_as_gpu, call_log):
+    monkeypatch.setattr(scan_module, '_backend_available', lambda name, device=None: name == 'chunked')
+    with pytest.warns(RuntimeWarning, match=r'37x slower.*pip install triton'):
+        run(make_inputs(), 'auto')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        run(make_inputs(), 'auto')  # once per process
+        run(make_inputs(), 'chunked')  # an explicit choice is never announced
+    assert call_log == ['chunked'] * 3
+
+
+def test_use_backend_globally_and_as_context(monkeypatch, call_log):
+    monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
+    monkeypatch.setattr(scan_module, '_selected_backend', None)
+    with use_backend('reference'):
+        run(make_inputs(), 'auto')
+        assert scan_module.auto_backend('cpu') == 'reference'
+        run(make_inputs(), 'chunked')  # the explicit argument wins
+    assert call_log == ['reference', 'chunked']
+    # It wins over the environment variable, and sets the choice for good when not used as a context.
+    monkeypatch.setenv(scan_module.ENV_BACKEND, 'chunked')
+    use_backend('reference')
+    run(make_inputs(), 'auto')
+    use_backend('auto')
+    run(make_inputs(), 'auto')
+    assert call_log == ['reference', 'chunked', 'reference', 'chunked']
+    with pytest.raises(ValueError, match=r"unknown backend 'fastest' \(from use_backend\(\)\)"):
+        use_backend('fastest')

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .selective_scan import _as_groups, _compute_dtype, _finish, _prepare_delta
+from .scan_utils import as_groups, compute_dtype, finish, prepare_delta
 
 # One (K, b, G, Dg, N) block buffer holds about this many elements (~1 MiB in fp32): small enough to stay
 # in cache and below glibc's mmap threshold, large enough to amortise per-block overhead (scan.md §3.3).
@@ -172,13 +172,13 @@ def selective_scan_chunked(u: Tensor,
     Inputs are assumed validated by :func:`selective_scan`. ``initial_state`` (batch, dim, N) optionally
     seeds the recurrence (differentiable), e.g. to continue a sequence split into parts.
     """
-    dtype = _compute_dtype(u)
+    dtype = compute_dtype(u)
     batch, dim, length = u.shape
-    B, C = _as_groups(B), _as_groups(C)
+    B, C = as_groups(B), as_groups(C)
     groups, n_state = B.shape[1], A.shape[1]
     # The scan must never run in half precision: decays near 1 round to 1 (scan.md §3.2).
     with torch.autocast(device_type=u.device.type, enabled=False):
-        delta_f = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+        delta_f = prepare_delta(delta, delta_bias, delta_softplus, dtype)
         dx = delta_f * u.to(dtype)
         h0 = None
         if initial_state is not None:
@@ -189,7 +189,7 @@ def selective_scan_chunked(u: Tensor,
             B.to(dtype).permute(3, 0, 1, 2).contiguous(), C.to(dtype).permute(3, 0, 1, 2).contiguous(),
             h0)
         y = y.reshape(length, batch, dim).permute(1, 2, 0).contiguous()
-        out = _finish(y, u, D, z, dtype, u.dtype)
+        out = finish(y, u, D, z, dtype, u.dtype)
     if return_last_state:
         return out, last.reshape(batch, dim, n_state).to(u.dtype)
     return out

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .selective_scan import _as_groups, _compute_dtype
+from .scan_utils import as_groups, compute_dtype
 
 _EXT = None
 _IMPORT_ERROR: Optional[BaseException] = None
@@ -87,13 +87,13 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     extension()  # fail early with the build hint
     if u.device.type != 'cpu':
         raise RuntimeError(f'selective_scan: the cpu backend needs CPU tensors, got {u.device}')
-    dtype = _compute_dtype(u)
+    dtype = compute_dtype(u)
 
     def prep(t):
         return None if t is None else t.to(dtype).contiguous()
 
     def time_major(t):  # (b, N, L) or (b, G, N, L) -> (b, G, L, N), contiguous
-        return _as_groups(t).to(dtype).transpose(-1, -2).contiguous()
+        return as_groups(t).to(dtype).transpose(-1, -2).contiguous()
 
     out, last = _SelectiveScanCpuFn.apply(prep(u), prep(delta), prep(A), time_major(B),
                                           time_major(C), prep(D), prep(z), prep(delta_bias),

@@ -83,5 +83,18 @@ def selective_scan_cuda(u: Tensor,
                  _cast(delta_bias, torch.float32), delta_softplus, return_last_state)
     if return_last_state:
         y, last = out
-        return y, last.to(dtype)
+        return y, _NoGradThrough.apply(last.to(dtype))
     return out
+
+
+class _NoGradThrough(torch.autograd.Function):
+    """Identity whose backward refuses: mamba_ssm's kernel returns no gradient for the last state."""
+
+    @staticmethod
+    def forward(ctx, last: Tensor) -> Tensor:
+        return last.view_as(last)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        raise RuntimeError('selective_scan: backend "cuda" (mamba_ssm) cannot backpropagate through the '
+                           'returned last state; use backend="triton" (or "chunked"), which can')

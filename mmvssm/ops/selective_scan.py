@@ -14,19 +14,24 @@ Semantics (per batch element, channel d, state n, time t)::
     y_t   = sum_n C_t * h_t + D * u_t
     y     = y * silu(z)                             # if z is given
 
-Backends: ``reference`` (plain recurrence, the ground truth), ``chunked`` (pure PyTorch, fast and
-differentiable on any device), ``cpu`` (fused C++ kernel, when built) and ``cuda`` (``mamba_ssm``'s kernel,
-when installed). ``auto`` picks cuda -> cpu -> chunked by device and availability. The environment variable
-``MMVSSM_SCAN_BACKEND`` forces a backend for every ``auto`` call.
+Backends: ``reference`` (plain recurrence, the ground truth), ``chunked`` (pure PyTorch, differentiable on
+any device, slow on GPUs), ``cpu`` (fused C++ kernel, when built), ``cuda`` (``mamba_ssm``'s kernel, when
+installed) and ``triton`` (fused Triton kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
+``auto`` picks by the tensors' device: cuda -> triton -> chunked on GPUs (announcing ``chunked`` once),
+cpu -> chunked on the CPU. :class:`use_backend` or the environment variable ``MMVSSM_SCAN_BACKEND`` forces
+a backend for every ``auto`` call.
 """
+import logging
 import os
+import warnings
 from typing import Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ('reference', 'chunked', 'cpu', 'cuda')
+from .scan_utils import as_groups, compute_dtype, finish, prepare_delta
+
+BACKENDS = ('reference', 'chunked', 'cpu', 'cuda', 'triton')
 ENV_BACKEND = 'MMVSSM_SCAN_BACKEND'
 
 ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
@@ -86,47 +91,14 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Shared pre/post-processing
-# --------------------------------------------------------------------------------------------------
-def _compute_dtype(u: Tensor) -> torch.dtype:
-    """The dtype every backend computes in: float64 for float64 ``u``, float32 otherwise (half included)."""
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
-
-
-def _prepare_delta(delta: Tensor, delta_bias: Optional[Tensor], delta_softplus: bool,
-                   dtype: torch.dtype) -> Tensor:
-    delta = delta.to(dtype)
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(dtype)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    return delta
-
-
-def _as_groups(t: Tensor) -> Tensor:
-    """(b, N, L) -> (b, 1, N, L); (b, G, N, L) unchanged."""
-    return t.unsqueeze(1) if t.dim() == 3 else t
-
-
-def _finish(y: Tensor, u: Tensor, D: Optional[Tensor], z: Optional[Tensor], dtype: torch.dtype,
-            out_dtype: torch.dtype) -> Tensor:
-    """Add the D skip, gate with silu(z) and cast to the output dtype."""
-    if D is not None:
-        y = y + u.to(dtype) * D.to(dtype)[:, None]
-    if z is not None:
-        y = y * F.silu(z.to(dtype))
-    return y.to(out_dtype)
-
-
-# --------------------------------------------------------------------------------------------------
 # reference backend: the plain recurrence
 # --------------------------------------------------------------------------------------------------
 def _scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    dtype = _compute_dtype(u)
+    dtype = compute_dtype(u)
     batch, dim, length = u.shape
-    B, C = _as_groups(B), _as_groups(C)
+    B, C = as_groups(B), as_groups(C)
     groups = B.shape[1]
-    delta = _prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    delta = prepare_delta(delta, delta_bias, delta_softplus, dtype)
     uf, Af = u.to(dtype), A.to(dtype)
     # Per-channel B and C: (b, dim, N, L).
     Bc = B.to(dtype).repeat_interleave(dim // groups, dim=1)
@@ -138,7 +110,7 @@ def _scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_
         h = torch.exp(d_t[..., None] * Af) * h + (d_t * u_t)[..., None] * B_t
         ys.append((h * C_t).sum(-1))
     y = torch.stack(ys, dim=-1) if ys else uf.new_zeros(batch, dim, 0)
-    out = _finish(y, u, D, z, dtype, u.dtype)
+    out = finish(y, u, D, z, dtype, u.dtype)
     return (out, h.to(u.dtype)) if return_last_state else out
 
 
@@ -153,12 +125,18 @@ def _backend_module(name: str):
     if name == 'cpu':
         from . import cpu_backend
         return cpu_backend
+    if name == 'triton':
+        from . import triton_backend
+        return triton_backend
     from . import cuda_backend
     return cuda_backend
 
 
-# The device type each compiled backend runs on; reference and chunked run anywhere.
-_BACKEND_DEVICE = {'cpu': 'cpu', 'cuda': 'cuda'}
+# The device type each compiled backend runs on; reference and chunked run anywhere. Triton also runs CPU
+# tensors under its interpreter (TRITON_INTERPRET=1), which only an explicit request uses.
+_BACKEND_DEVICE = {'cpu': 'cpu', 'cuda': 'cuda', 'triton': 'cuda'}
+# What ``auto`` tries, fastest first, by the device type of the tensors.
+AUTO_ORDER = {'cuda': ('cuda', 'triton', 'chunked'), 'cpu': ('cpu', 'chunked')}
 
 
 def _backend_available(name: str, device: Optional[torch.device] = None) -> bool:
@@ -167,7 +145,9 @@ def _backend_available(name: str, device: Optional[torch.device] = None) -> bool
     if name not in _BACKEND_DEVICE:
         return False
     if device is not None and device.type != _BACKEND_DEVICE[name]:
-        return False
+        if not (name == 'triton' and device.type == 'cpu'):
+            return False
+        return _backend_module(name).is_available(device)
     return bool(_backend_module(name).is_available())
 
 
@@ -185,34 +165,110 @@ def available_backends(device: Union[str, torch.device, None] = None) -> Tuple[s
     return tuple(name for name in BACKENDS if _backend_available(name, dev))
 
 
+def auto_backend(device: Union[str, torch.device]) -> str:
+    """The backend ``auto`` uses for tensors on ``device`` (before per-input limits such as N <= 256),
+    after ``use_backend`` and ``$MMVSSM_SCAN_BACKEND``."""
+    dev = torch.device(device)
+    forced = _forced_backend()
+    if forced is not None:
+        return forced[0]
+    return next(name for name in AUTO_ORDER.get(dev.type, ('chunked', )) if _backend_available(name, dev))
+
+
 _MISSING_HINTS = {
     'cpu': 'the fused CPU kernel is not built (or the tensors are not on the CPU); build it with '
            '`make kernel` (= `python setup.py build_ext --inplace`) or `pip install -e . '
            '--no-build-isolation` from the repo root',
     'cuda': 'mamba_ssm\'s CUDA kernel did not import (or the tensors are not on a CUDA device); '
-            'install it with `pip install mamba-ssm` on a CUDA machine',
+            'install it with `pip install --no-build-isolation mamba-ssm` on a CUDA machine',
+    'triton': 'Triton is not installed or the tensors are not on a CUDA device (CPU tensors run only '
+              'under Triton\'s interpreter, TRITON_INTERPRET=1 set before import); `pip install triton`',
 }
+
+# Measured on an H200 (bf16, docs/benchmarks.md): Vim-T train step 512², b8, chunked vs mamba_ssm.
+_GPU_FALLBACK_WARNING = (
+    'selective_scan: no fast GPU backend (mamba_ssm\'s kernel or Triton) is available, so the pure-PyTorch '
+    '`chunked` scan runs on the GPU: it trains Vim 37x slower (H200, Vim-T 512² b8: 2965 ms vs 79 ms a '
+    'step). Fix: `pip install triton` (CUDA builds of torch ship it). Set MMVSSM_SCAN_BACKEND=chunked to '
+    'choose it knowingly.')
+_warned_gpu_fallback = False
+# Device types on which ``auto`` falling back to ``chunked`` is announced (GPUs, where it is ~40x slower).
+_ANNOUNCE_CHUNKED_ON = {'cuda'}
+
+
+def _warn_gpu_fallback() -> None:
+    global _warned_gpu_fallback
+    if not _warned_gpu_fallback:
+        _warned_gpu_fallback = True
+        warnings.warn(_GPU_FALLBACK_WARNING, RuntimeWarning, stacklevel=4)
+        logging.getLogger('mmvssm').warning(_GPU_FALLBACK_WARNING)
+
+
+# The backend ``auto`` calls use, set by :class:`use_backend` (None: not set).
+_selected_backend: Optional[str] = None
+
+
+def _check_name(name: str, source: str) -> str:
+    name = name.strip().lower()
+    if name != 'auto' and name not in BACKENDS:
+        raise ValueError(f'selective_scan: unknown backend {name!r} (from {source}); choose one of '
+                         f"{('auto',) + BACKENDS}")
+    return name
+
+
+class use_backend:  # noqa: N801 (used like a function, as torch.no_grad)
+    """Choose the backend of every ``backend='auto'`` scan call.
+
+    ``use_backend('triton')`` sets it for the rest of the process; ``with use_backend('triton'): ...``
+    sets it for the block and restores the previous choice after. ``use_backend('auto')`` clears it. It
+    takes precedence over ``$MMVSSM_SCAN_BACKEND``; an explicit ``backend=`` argument takes precedence
+    over both.
+    """
+
+    def __init__(self, name: str) -> None:
+        global _selected_backend
+        self.name = _check_name(name, 'use_backend()')
+        self._previous = _selected_backend
+        _selected_backend = None if self.name == 'auto' else self.name
+
+    def __enter__(self) -> 'use_backend':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _selected_backend
+        _selected_backend = self._previous
+
+
+def _forced_backend() -> Optional[Tuple[str, str]]:
+    """(name, where it was set) when use_backend or the environment variable chose a backend."""
+    if _selected_backend is not None:
+        return _selected_backend, 'use_backend()'
+    forced = os.environ.get(ENV_BACKEND, '').strip().lower()
+    if forced and forced != 'auto':
+        return _check_name(forced, f'${ENV_BACKEND}'), f'${ENV_BACKEND}'
+    return None
 
 
 def _resolve_backend(backend: str, u: Tensor, A: Tensor) -> str:
     """Pick the backend for these inputs.
 
-    ``auto`` takes the first of cuda -> cpu -> chunked that is available on ``u``'s device and supports
-    the inputs, unless ``$MMVSSM_SCAN_BACKEND`` names a backend. An explicitly requested (or forced)
-    backend that cannot run is an error, never a silent fallback.
+    ``auto`` takes the first of :data:`AUTO_ORDER` for ``u``'s device that is available and supports the
+    inputs, unless :class:`use_backend` or ``$MMVSSM_SCAN_BACKEND`` names a backend. An explicitly
+    requested (or forced) backend that cannot run is an error, never a silent fallback; ``chunked`` on a
+    GPU is announced once.
     """
     source = 'the `backend` argument'
+    backend = _check_name(backend, source)
     if backend == 'auto':
-        forced = os.environ.get(ENV_BACKEND, '').strip().lower()
-        if forced and forced != 'auto':
-            backend, source = forced, f'${ENV_BACKEND}'
+        forced = _forced_backend()
+        if forced is not None:
+            backend, source = forced
         else:
-            for name in ('cuda', 'cpu', 'chunked'):
+            for name in AUTO_ORDER.get(u.device.type, ('chunked', )):
                 if _backend_available(name, u.device) and _unsupported_reason(name, u, A) is None:
+                    if name == 'chunked' and u.device.type in _ANNOUNCE_CHUNKED_ON:
+                        _warn_gpu_fallback()
                     return name
-    if backend not in BACKENDS:
-        raise ValueError(f'selective_scan: unknown backend {backend!r} (from {source}); choose one of '
-                         f"{('auto',) + BACKENDS}")
     if not _backend_available(backend, u.device):
         raise RuntimeError(f'selective_scan: backend {backend!r} was requested ({source}) but is not '
                            f'available for {u.device.type} tensors: {_MISSING_HINTS.get(backend, "")}')
@@ -247,7 +303,7 @@ def selective_scan(u: Tensor,
         return _scan_reference(*args)
     module = _backend_module(name)
     impl = {'chunked': 'selective_scan_chunked', 'cpu': 'selective_scan_cpu',
-            'cuda': 'selective_scan_cuda'}[name]
+            'cuda': 'selective_scan_cuda', 'triton': 'selective_scan_triton'}[name]
     return getattr(module, impl)(*args)
 
 

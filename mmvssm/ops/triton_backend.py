@@ -1,0 +1,176 @@
+"""``triton`` backend of :func:`mmvssm.ops.selective_scan`: fused forward and backward Triton kernels.
+
+Triton ships with the CUDA builds of torch, so this backend needs nothing compiled by the user. The kernels
+(:mod:`.triton_scan_kernels`) keep the state in float32 for fp32/bf16/fp16 inputs, read every input through
+its strides in its own dtype (no contiguous copies, no casts on the way in), fuse softplus/delta_bias, the
+D skip and the silu(z) gate, and recompute the chunk states in the backward from the state saved at every
+chunk boundary (batch, dim, ceil(L / chunk), N).
+
+On CPU tensors the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before mmvssm
+imports Triton), which is how CI checks them; ``auto`` never picks the interpreter.
+"""
+import functools
+import importlib.util
+import os
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .scan_utils import as_groups
+
+# Limits and defaults. The kernel holds (BLOCK_D, N, BLOCK_L) float32 tiles; these sizes keep a tile at
+# <= 4096 elements. Not yet tuned on a GPU.
+MAX_STATE = 256
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+BLOCK_D = 4
+MAX_TILE = 4096
+MAX_CHUNK = 64
+
+
+def interpreting() -> bool:
+    """True when Triton's interpreter is on (it runs the kernels on CPU tensors)."""
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_installed() -> bool:
+    return importlib.util.find_spec('triton') is not None
+
+
+def is_available(device: Optional[torch.device] = None) -> bool:
+    """True when Triton is installed and can run on ``device`` (CUDA, or CPU under the interpreter)."""
+    if not _triton_installed():
+        return False
+    if device is not None and device.type == 'cpu':
+        return interpreting()
+    return torch.cuda.is_available() or interpreting()
+
+
+def unsupported_reason(u: Tensor, A: Tensor) -> Optional[str]:
+    """Why the kernels cannot run these inputs, or None when they can."""
+    if u.dtype not in KERNEL_DTYPES:
+        return f'`u` is {u.dtype}, the kernels support {", ".join(map(str, KERNEL_DTYPES))}'
+    if A.shape[-1] > MAX_STATE:
+        return f'N = {A.shape[-1]} state dims, the kernels support N <= {MAX_STATE}'
+    if u.device.type == 'cpu' and not interpreting():
+        return 'the tensors are on the CPU; Triton runs them only under TRITON_INTERPRET=1'
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return 'a TorchScript/ONNX export is in progress, a Triton kernel cannot be traced'
+    return None
+
+
+def _kernels():
+    from . import triton_scan_kernels
+    return triton_scan_kernels
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def tile_sizes(n_state: int, length: int) -> Tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_N, BLOCK_L) for N state dims and L steps."""
+    block_n = _pow2(n_state)
+    chunk = max(16, min(MAX_CHUNK, MAX_TILE // (BLOCK_D * block_n)))
+    return BLOCK_D, block_n, min(chunk, max(16, _pow2(length)))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _strides(t: Optional[Tensor], ndim: int) -> Tuple[int, ...]:
+    return tuple(t.stride()) if t is not None else (0, ) * ndim
+
+
+class _SelectiveScanTritonFn(torch.autograd.Function):
+    """u, delta, z: (b, D, L); A: (D, N); B, C: (b, G, N, L) views; D, delta_bias: (D,). Any strides."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        batch, dim, length = u.shape
+        groups, n_state = B.shape[1], A.shape[1]
+        block_d, block_n, block_l = tile_sizes(n_state, length)
+        n_chunks = max(1, _cdiv(length, block_l))
+        save = any(ctx.needs_input_grad[:8])
+        out = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
+        last = torch.empty((batch, dim, n_state), dtype=torch.float32, device=u.device)
+        ckpt = torch.empty((batch, dim, n_chunks, n_state) if save else (1, ), dtype=torch.float32,
+                           device=u.device)
+        grid = (_cdiv(dim // groups, block_d), batch * groups)
+        _kernels().selective_scan_fwd_kernel[grid](
+            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
+            out, last, ckpt,
+            groups, dim // groups, length, n_state, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
+            *_strides(D, 1), *_strides(z, 3), *_strides(delta_bias, 1), *out.stride(),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
+        if save:
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+            ctx.delta_softplus = bool(delta_softplus)
+            ctx.tiles = (block_d, block_n, block_l, n_chunks)
+        ctx.set_materialize_grads(False)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+        batch, dim, length = u.shape
+        groups, n_state = B.shape[1], A.shape[1]
+        block_d, block_n, block_l, n_chunks = ctx.tiles
+        dev = u.device
+        if dout is None:
+            dout = torch.zeros((1, 1, 1), dtype=u.dtype, device=dev).expand(batch, dim, length)
+        du = torch.empty((batch, dim, length), dtype=u.dtype, device=dev)
+        ddelta = torch.empty((batch, dim, length), dtype=delta.dtype, device=dev)
+        dz = torch.empty((batch, dim, length), dtype=z.dtype, device=dev) if z is not None else None
+        dA = torch.empty((batch, dim, n_state), dtype=torch.float32, device=dev)
+        dB = torch.zeros((batch, groups, n_state, length), dtype=torch.float32, device=dev)
+        dC = torch.zeros_like(dB)
+        dD = torch.empty((batch, dim), dtype=torch.float32, device=dev)
+        dbias = torch.empty_like(dD)
+        grid = (_cdiv(dim // groups, block_d), batch * groups)
+        _kernels().selective_scan_bwd_kernel[grid](
+            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
+            dout, _or(dlast, dA).contiguous(), ckpt,
+            du, ddelta, _or(dz, du), dA, dB, dC, dD, dbias,
+            groups, dim // groups, length, n_state, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
+            *_strides(D, 1), *_strides(z, 3), *_strides(delta_bias, 1), *dout.stride(),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
+        return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+                None if D is None else dD.sum(0).to(D.dtype), dz,
+                None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype), None)
+
+
+def _or(t: Optional[Tensor], placeholder: Tensor) -> Tensor:
+    """A pointer for an optional input the kernel does not read (its HAS_* flag is off)."""
+    return placeholder if t is None else t
+
+
+def selective_scan_triton(u: Tensor,
+                          delta: Tensor,
+                          A: Tensor,
+                          B: Tensor,
+                          C: Tensor,
+                          D: Optional[Tensor] = None,
+                          z: Optional[Tensor] = None,
+                          delta_bias: Optional[Tensor] = None,
+                          delta_softplus: bool = False,
+                          return_last_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Selective scan with the Triton kernels (inputs validated by ``selective_scan``).
+
+    Same arguments and results as :func:`mmvssm.ops.selective_scan`; the last state is differentiable.
+    """
+    reason = unsupported_reason(u, A)
+    if reason is not None:
+        raise RuntimeError(f'selective_scan: backend "triton" cannot run these inputs: {reason}; '
+                           'use backend="chunked" instead')
+    out, last = _SelectiveScanTritonFn.apply(u, delta, A, as_groups(B), as_groups(C), D, z, delta_bias,
+                                             bool(delta_softplus))
+    return (out, last.to(u.dtype)) if return_last_state else out

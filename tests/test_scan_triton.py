@@ -1,0 +1,162 @@
+"""The ``triton`` selective-scan backend, run on CPU tensors by Triton's interpreter.
+
+``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` before anything imports Triton (on machines without a
+GPU), so these tests run the real kernels -- forward and backward -- against the float64 reference, through
+the public ``selective_scan`` / ``multi_direction_scan``. They skip only where Triton is not installed.
+"""
+import itertools
+
+import pytest
+import torch
+
+from mmvssm.ops import multi_direction_scan, selective_scan
+from test_selective_scan import (INPUT_NAMES, assert_close_to_ref, make_inputs, reference64, run,
+                                 with_grad)
+
+pytest.importorskip('triton')
+triton_backend = pytest.importorskip('mmvssm.ops.triton_backend')
+if not triton_backend.interpreting() and not torch.cuda.is_available():
+    pytest.skip('Triton kernels need a GPU or TRITON_INTERPRET=1 set before import', allow_module_level=True)
+
+DEVICE = 'cpu' if triton_backend.interpreting() else 'cuda'
+# Tolerances (specs/scan.md §4): fp32 forward 1e-5 + 1e-4 |ref|, gradients 1e-4 of the largest; bf16 inputs
+# are compared against the float64 scan of the same bf16 values, so only the bf16 rounding of the outputs
+# (and float32 accumulation) separates them.
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4, grad=1e-4),
+       torch.bfloat16: dict(atol=1e-2, rtol=1e-2, grad=1e-2)}
+
+
+def to_device(inputs):
+    return {k: None if v is None else v.to(DEVICE) for k, v in inputs.items()}
+
+
+def check_values_and_grads(inputs, dtype, **kwargs):
+    """Forward, last state and every input gradient of the triton backend vs the float64 reference."""
+    tol = TOL[dtype]
+    subject = with_grad(to_device(inputs))
+    y, last = run(subject, 'triton', return_last_state=True, **kwargs)
+    assert y.dtype == dtype and last.dtype == dtype and y.device.type == DEVICE
+    ref = with_grad({k: None if v is None else v.double() for k, v in inputs.items()})
+    y_ref, last_ref = run(ref, 'reference', return_last_state=True, **kwargs)
+    assert_close_to_ref(y.cpu(), y_ref.detach(), tol['atol'], tol['rtol'])
+    assert_close_to_ref(last.cpu(), last_ref.detach(), tol['atol'], tol['rtol'])
+    # Random cotangents for both outputs, so the last state's gradient path is exercised too.
+    gen = torch.Generator().manual_seed(1)
+    w_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    w_last = torch.randn(last_ref.shape, generator=gen, dtype=torch.float64)
+    ((y_ref * w_y).sum() + (last_ref * w_last).sum()).backward()
+    ((y.double() * w_y.to(DEVICE)).sum() + (last.double() * w_last.to(DEVICE)).sum()).backward()
+    for name in INPUT_NAMES:
+        if inputs[name] is None:
+            continue
+        grad, grad_ref = subject[name].grad, ref[name].grad
+        assert grad is not None and grad.dtype == inputs[name].dtype, name
+        scale = grad_ref.abs().max().item()
+        err = (grad.cpu().double() - grad_ref).abs().max().item()
+        assert err <= tol['grad'] * max(scale, 1e-6), f'{name}: max error {err:.3g}, scale {scale:.3g}'
+
+
+@pytest.mark.parametrize('length', [1, 7, 150])  # 150: three 64-step chunks, the state carried across
+@pytest.mark.parametrize('groups', [None, 2])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_values_and_grads(length, groups, dtype):
+    check_values_and_grads(make_inputs(length=length, groups=groups, dim=12, dtype=dtype), dtype,
+                           delta_softplus=True)
+
+
+@pytest.mark.parametrize('use_d,use_z,use_bias,softplus', [
+    opts for opts in itertools.product([False, True], repeat=4) if sum(opts) in (0, 1, 3)])
+def test_every_option(use_d, use_z, use_bias, softplus):
+    inputs = make_inputs(length=19, use_d=use_d, use_z=use_z, use_bias=use_bias,
+                         delta_scale=1.0 if softplus else 0.0)
+    if not softplus:  # delta must be a positive step when it is not passed through softplus
+        inputs['delta'] = torch.rand(inputs['u'].shape, generator=torch.Generator().manual_seed(3))
+    check_values_and_grads(inputs, torch.float32, delta_softplus=softplus)
+
+
+def test_state_not_power_of_two_and_strong_decay():
+    """N = 3 (padded to 4 in the kernel) and decays down to exp(-60): nothing overflows or NaNs."""
+    check_values_and_grads(make_inputs(length=70, n_state=3, a_min=-30.0, delta_scale=3.0),
+                           torch.float32, delta_softplus=True)
+
+
+def test_extreme_steps_long_sequence():
+    """delta x20 (softplus of -60..60: steps from 1e-26 to 60, decays underflowing to 0) over five chunks,
+    and an accumulator (every decay ~1) whose error must not grow with L."""
+    check_values_and_grads(make_inputs(batch=1, dim=4, length=300, use_z=False, delta_scale=20.0,
+                                       a_min=-100.0), torch.float32, delta_softplus=True)
+    inputs = make_inputs(batch=1, dim=4, length=600, use_bias=False)
+    inputs['delta'] = torch.full_like(inputs['delta'], 1e-4)
+    inputs['A'] = inputs['A'] * 1e-2
+    assert_close_to_ref(run(to_device(inputs), 'triton').cpu(), reference64(inputs))
+
+
+def test_decays_above_one_do_not_poison_a_zero_state():
+    """Without softplus a negative step makes decays > 1 (legal input); their product may overflow in the
+    chunk scan, but must not turn the zero initial state into NaN."""
+    inputs = make_inputs(length=37, use_d=False)
+    inputs['delta'] = torch.nn.functional.softplus(inputs['delta'])  # + a random-sign delta_bias
+    y, last = run(to_device(inputs), 'triton', return_last_state=True)
+    y_ref, last_ref = reference64(inputs, return_last_state=True)
+    assert_close_to_ref(y.cpu(), y_ref)
+    assert_close_to_ref(last.cpu(), last_ref)
+
+
+def test_non_contiguous_and_mixed_dtype_inputs():
+    """Inputs read in place through their strides: B/C as transposed projections, u a slice, fp32 delta
+    beside bf16 u."""
+    inputs = make_inputs(length=40, groups=2, dim=8)
+    batch, groups, n_state, length = inputs['B'].shape
+    for name in ('B', 'C'):  # (b, L, G, N) memory, viewed as (b, G, N, L)
+        inputs[name] = inputs[name].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+        assert not inputs[name].is_contiguous()
+    inputs['u'] = torch.cat([inputs['u'], inputs['u']], dim=-1)[..., ::2]
+    assert not inputs['u'].is_contiguous()
+    check_values_and_grads(inputs, torch.float32, delta_softplus=True)
+    mixed = dict(inputs, u=inputs['u'].to(torch.bfloat16), z=inputs['z'].to(torch.bfloat16))
+    y = run(to_device(mixed), 'triton', delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    assert_close_to_ref(y.cpu(), reference64(mixed, delta_softplus=True), 1e-2, 1e-2)
+
+
+def test_no_grad_path_and_last_state_only_gradient():
+    inputs = to_device(make_inputs(length=20))
+    with torch.no_grad():
+        y = run(inputs, 'triton', delta_softplus=True)
+    assert_close_to_ref(y.cpu(), reference64(inputs, delta_softplus=True))
+    # Only the last state reaches the loss: the output's gradient is None inside the backward.
+    subject = with_grad(inputs)
+    _, last = run(subject, 'triton', return_last_state=True, delta_softplus=True)
+    last.sum().backward()
+    ref = with_grad({k: None if v is None else v.double() for k, v in inputs.items()})
+    run(ref, 'reference', return_last_state=True, delta_softplus=True)[1].sum().backward()
+    for name in ('u', 'delta', 'A', 'B'):
+        torch.testing.assert_close(subject[name].grad.double(), ref[name].grad, atol=1e-5, rtol=1e-4)
+
+
+def test_multi_direction_scan():
+    """K = 4 directions folded into groups, as EfficientVMamba calls it."""
+    gen = torch.Generator().manual_seed(0)
+    batch, k, dim, length, n_state = 2, 4, 6, 21, 4
+    u, delta, z = (torch.randn(batch, k, dim, length, generator=gen) for _ in range(3))
+    A = -torch.rand(k, dim, n_state, generator=gen) - 0.1
+    B, C = (torch.randn(batch, k, n_state, length, generator=gen) for _ in range(2))
+    D, bias = torch.randn(k, dim, generator=gen), torch.randn(k, dim, generator=gen)
+    args = (u, delta, A, B, C, D, z, bias)
+    y = multi_direction_scan(*(t.to(DEVICE) for t in args), delta_softplus=True, backend='triton')
+    y_ref = multi_direction_scan(*(t.double() for t in args), delta_softplus=True, backend='reference')
+    assert_close_to_ref(y.cpu(), y_ref)
+
+
+def test_float64_is_refused_with_the_fix():
+    inputs = to_device(make_inputs(dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"'triton' was requested.*float64.*backend=\"chunked\""):
+        run(inputs, 'triton')
+
+
+def test_auto_never_picks_the_interpreter_on_cpu():
+    """The interpreter is for tests: auto on CPU tensors stays with cpu -> chunked."""
+    from mmvssm.ops import auto_backend
+    assert auto_backend('cpu') in ('cpu', 'chunked')
+    with torch.no_grad():
+        selective_scan(*(make_inputs()[k] for k in INPUT_NAMES))  # runs, and not in the interpreter
