@@ -322,3 +322,15 @@ def test_upernet_slide_inference_any_size():
     # every window used the 4x4 token grid: one cached resize of the 2x2 pretraining grid
     assert len(model.backbone._pos_cache) == 1 and next(iter(model.backbone._pos_cache))[0] == (4, 4)
     assert grid_64 is next(iter(model.backbone._pos_cache.values()))
+
+
+def test_scan_backend_is_logged_and_validated(monkeypatch):
+    """The run's log names the backend each device uses; a misspelt backend fails at build time."""
+    from mmengine.logging import MMLogger
+    logged = []
+    logger = MMLogger.get_current_instance()
+    monkeypatch.setattr(logger, 'log', lambda level, msg, *a, **k: logged.append(msg))
+    small_vim(scan_backend='auto')
+    assert any('Vim: selective scan backend' in m and 'cpu tensors -> ' in m for m in logged), logged
+    with pytest.raises(ValueError, match="unknown backend 'fastest'"):
+        small_vim(scan_backend='fastest')

@@ -24,7 +24,7 @@ a backend for every ``auto`` call.
 import logging
 import os
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -175,6 +175,14 @@ def auto_backend(device: Union[str, torch.device]) -> str:
     return next(name for name in AUTO_ORDER.get(dev.type, ('chunked', )) if _backend_available(name, dev))
 
 
+def backend_plan(backend: str = 'auto') -> Dict[str, str]:
+    """The backend that scans with ``backend`` will use for each device type present, e.g.
+    ``{'cpu': 'cpu', 'cuda': 'triton'}``; raises ValueError for an unknown name."""
+    backend = _check_name(backend, 'the `backend` argument')
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    return {dev: auto_backend(dev) if backend == 'auto' else backend for dev in devices}
+
+
 _MISSING_HINTS = {
     'cpu': 'the fused CPU kernel is not built (or the tensors are not on the CPU); build it with '
            '`make kernel` (= `python setup.py build_ext --inplace`) or `pip install -e . '
@@ -307,6 +315,23 @@ def selective_scan(u: Tensor,
     return getattr(module, impl)(*args)
 
 
+def _check_directions(op: str, u, delta, A, B, C, D, z, delta_bias, shared_z: bool) -> None:
+    """Shapes of a K-direction call: u, delta (batch, K, dim, L); z the same, or (batch, dim, L) when
+    ``shared_z``; A (K, dim, N); B, C (batch, K, N, L); D, delta_bias (K, dim)."""
+    if not isinstance(u, Tensor) or u.dim() != 4:
+        raise ValueError(f'{op}: `u` must be (batch, K, dim, L), got '
+                         f'{tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__}')
+    batch, k, dim, length = u.shape
+    z_shape = (batch, dim, length) if shared_z else (batch, k, dim, length)
+    for name, t, shape in (('delta', delta, (batch, k, dim, length)), ('z', z, z_shape),
+                           ('A', A, (k, dim, A.shape[-1])), ('D', D, (k, dim)),
+                           ('delta_bias', delta_bias, (k, dim)),
+                           ('B', B, (batch, k, A.shape[-1], length)),
+                           ('C', C, (batch, k, A.shape[-1], length))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f'{op}: `{name}` has shape {tuple(t.shape)}, expected {shape}')
+
+
 def multi_direction_scan(u: Tensor,
                          delta: Tensor,
                          A: Tensor,
@@ -329,16 +354,8 @@ def multi_direction_scan(u: Tensor,
     Returns:
         (batch, K, dim, L): each direction's output in its own scan order.
     """
-    if u.dim() != 4:
-        raise ValueError(f'multi_direction_scan: `u` must be (batch, K, dim, L), got {tuple(u.shape)}')
+    _check_directions('multi_direction_scan', u, delta, A, B, C, D, z, delta_bias, shared_z=False)
     batch, k, dim, length = u.shape
-    for name, t, shape in (('delta', delta, (batch, k, dim, length)), ('z', z, (batch, k, dim, length)),
-                           ('A', A, (k, dim, A.shape[-1])), ('D', D, (k, dim)),
-                           ('delta_bias', delta_bias, (k, dim)),
-                           ('B', B, (batch, k, A.shape[-1], length)),
-                           ('C', C, (batch, k, A.shape[-1], length))):
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f'multi_direction_scan: `{name}` has shape {tuple(t.shape)}, expected {shape}')
 
     def fold(t):
         return None if t is None else t.reshape(batch, k * dim, length)
@@ -348,3 +365,49 @@ def multi_direction_scan(u: Tensor,
                        fold(z), None if delta_bias is None else delta_bias.reshape(k * dim),
                        delta_softplus=delta_softplus, backend=backend)
     return y.view(batch, k, dim, length)
+
+
+def bidirectional_scan(u: Tensor,
+                       delta: Tensor,
+                       A: Tensor,
+                       B: Tensor,
+                       C: Tensor,
+                       D: Optional[Tensor] = None,
+                       z: Optional[Tensor] = None,
+                       delta_bias: Optional[Tensor] = None,
+                       delta_softplus: bool = False,
+                       backend: str = 'auto') -> Tensor:
+    """Vim's two scan directions over one sequence, summed: direction 0 runs t = 0 .. L-1, direction 1 runs
+    t = L-1 .. 0; both read their inputs in the stored (forward) order and are gated by the same z.
+
+    ``y[t] = y0[t] + y1[t]`` where ``y_k = selective_scan(...)`` of direction k, each ``* silu(z)``. The
+    ``triton`` backend runs this as one fused kernel that flips, stacks and copies nothing; the other
+    backends flip direction 1 into scan order, run :func:`multi_direction_scan` and flip its output back.
+
+    Args:
+        u, delta: (batch, 2, dim, L) in the stored order, any strides.
+        A: (2, dim, N). D, delta_bias: (2, dim).
+        B, C: (batch, 2, N, L) in the stored order.
+        z: (batch, dim, L), the gate of both directions.
+
+    Returns:
+        (batch, dim, L) in ``u``'s dtype.
+    """
+    _check_directions('bidirectional_scan', u, delta, A, B, C, D, z, delta_bias, shared_z=True)
+    if u.shape[1] != 2:
+        raise ValueError(f'bidirectional_scan: `u` must hold 2 directions (batch, 2, dim, L), got '
+                         f'{tuple(u.shape)}')
+    _check_inputs(u[:, 0], delta[:, 0], A[0], B[:, 0], C[:, 0], None if D is None else D[0], z,
+                  None if delta_bias is None else delta_bias[0])
+    name = _resolve_backend(backend, u, A)
+    if name == 'triton':
+        return _backend_module(name).bidirectional_scan_triton(u, delta, A, B, C, D, z, delta_bias,
+                                                               delta_softplus)
+
+    def scan_order(t: Tensor) -> Tensor:  # direction 1 reversed in time
+        return torch.stack([t[:, 0], t[:, 1].flip(-1)], dim=1)
+
+    zz = None if z is None else torch.stack([z, z.flip(-1)], dim=1)
+    y = multi_direction_scan(scan_order(u), scan_order(delta), A, scan_order(B), scan_order(C), D, zz,
+                             delta_bias, delta_softplus=delta_softplus, backend=name)
+    return y[:, 0] + y[:, 1].flip(-1)

@@ -80,37 +80,47 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _strides(t: Optional[Tensor], ndim: int) -> Tuple[int, ...]:
-    return tuple(t.stride()) if t is not None else (0, ) * ndim
+def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tuple[int, ...]:
+    """Strides for the kernel; zeros for an absent tensor. ``shared_group``: (batch, 1, dim, L) read by
+    every group (group stride 0)."""
+    if t is None:
+        return (0, ) * ndim
+    strides = tuple(t.stride())
+    return (strides[0], 0) + strides[2:] if shared_group else strides
 
 
 class _SelectiveScanTritonFn(torch.autograd.Function):
-    """u, delta, z: (b, D, L); A: (D, N); B, C: (b, G, N, L) views; D, delta_bias: (D,). Any strides."""
+    """Per-channel tensors as (batch, G, Dg, L) views, any strides: u, delta, and z (batch, G or 1, Dg, L);
+    A (G, Dg, N); B, C (batch, G, N, L); D, delta_bias (G, Dg).
+
+    ``bidirectional`` (G = 2): group 1 scans backwards in time, and both gated outputs are summed into one
+    (batch, 1, Dg, L) output; z is then (batch, 1, Dg, L), shared by both directions.
+    """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        batch, dim, length = u.shape
-        groups, n_state = B.shape[1], A.shape[1]
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, bidirectional):
+        batch, groups, dim_g, length = u.shape
+        n_state = A.shape[-1]
         block_d, block_n, block_l = tile_sizes(n_state, length)
         n_chunks = max(1, _cdiv(length, block_l))
         save = any(ctx.needs_input_grad[:8])
-        out = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
-        last = torch.empty((batch, dim, n_state), dtype=torch.float32, device=u.device)
-        ckpt = torch.empty((batch, dim, n_chunks, n_state) if save else (1, ), dtype=torch.float32,
-                           device=u.device)
-        grid = (_cdiv(dim // groups, block_d), batch * groups)
+        dev = u.device
+        out = torch.empty((batch, 1 if bidirectional else groups, dim_g, length), dtype=u.dtype, device=dev)
+        last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
+        ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
+                           dtype=torch.float32, device=dev)
+        grid = (_cdiv(dim_g, block_d), batch * (1 if bidirectional else groups))
         _kernels().selective_scan_fwd_kernel[grid](
-            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
-            out, last, ckpt,
-            groups, dim // groups, length, n_state, n_chunks,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
-            *_strides(D, 1), *_strides(z, 3), *_strides(delta_bias, 1), *out.stride(),
+            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), out, last, ckpt,
+            groups, dim_g, length, n_state, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
+            *_strides(z, 4, bidirectional), *_strides(delta_bias, 2), *_strides(out, 4, bidirectional),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save,
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, BIDIRECTIONAL=bidirectional,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
-            ctx.delta_softplus = bool(delta_softplus)
+            ctx.options = (bool(delta_softplus), bidirectional)
             ctx.tiles = (block_d, block_n, block_l, n_chunks)
         ctx.set_materialize_grads(False)
         return out, last
@@ -118,34 +128,39 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
-        batch, dim, length = u.shape
-        groups, n_state = B.shape[1], A.shape[1]
+        delta_softplus, bidirectional = ctx.options
+        batch, groups, dim_g, length = u.shape
+        n_state = A.shape[-1]
         block_d, block_n, block_l, n_chunks = ctx.tiles
         dev = u.device
+        out_groups = 1 if bidirectional else groups
         if dout is None:
-            dout = torch.zeros((1, 1, 1), dtype=u.dtype, device=dev).expand(batch, dim, length)
-        du = torch.empty((batch, dim, length), dtype=u.dtype, device=dev)
-        ddelta = torch.empty((batch, dim, length), dtype=delta.dtype, device=dev)
-        dz = torch.empty((batch, dim, length), dtype=z.dtype, device=dev) if z is not None else None
-        dA = torch.empty((batch, dim, n_state), dtype=torch.float32, device=dev)
+            dout = torch.zeros((1, 1, 1, 1), dtype=u.dtype, device=dev).expand(
+                batch, out_groups, dim_g, length)
+        du = torch.empty(u.shape, dtype=u.dtype, device=dev)
+        ddelta = torch.empty(delta.shape, dtype=delta.dtype, device=dev)
+        dz = torch.empty(z.shape, dtype=z.dtype, device=dev) if z is not None else None
+        dA = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
         dB = torch.zeros((batch, groups, n_state, length), dtype=torch.float32, device=dev)
         dC = torch.zeros_like(dB)
-        dD = torch.empty((batch, dim), dtype=torch.float32, device=dev)
+        dD = torch.empty((batch, groups * dim_g), dtype=torch.float32, device=dev)
         dbias = torch.empty_like(dD)
-        grid = (_cdiv(dim // groups, block_d), batch * groups)
+        grid = (_cdiv(dim_g, block_d), batch * out_groups)
         _kernels().selective_scan_bwd_kernel[grid](
             u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
             dout, _or(dlast, dA).contiguous(), ckpt,
             du, ddelta, _or(dz, du), dA, dB, dC, dD, dbias,
-            groups, dim // groups, length, n_state, n_chunks,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(),
-            *_strides(D, 1), *_strides(z, 3), *_strides(delta_bias, 1), *dout.stride(),
+            groups, dim_g, length, n_state, n_chunks,
+            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
+            *_strides(z, 4, bidirectional), *_strides(delta_bias, 2),
+            *_strides(dout, 4, bidirectional), *_strides(dz, 4, bidirectional),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=ctx.delta_softplus, HAS_DLAST=dlast is not None,
+            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, BIDIRECTIONAL=bidirectional,
             BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
-        return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-                None if D is None else dD.sum(0).to(D.dtype), dz,
-                None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype), None)
+        return (du, ddelta, dA.sum(0).view(A.shape).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+                None if D is None else dD.sum(0).view(D.shape).to(D.dtype), dz,
+                None if delta_bias is None else dbias.sum(0).view(delta_bias.shape).to(delta_bias.dtype),
+                None, None)
 
 
 def _or(t: Optional[Tensor], placeholder: Tensor) -> Tensor:
@@ -167,10 +182,39 @@ def selective_scan_triton(u: Tensor,
 
     Same arguments and results as :func:`mmvssm.ops.selective_scan`; the last state is differentiable.
     """
-    reason = unsupported_reason(u, A)
+    _refuse(unsupported_reason(u, A))
+    batch, dim, length = u.shape
+    B, C = as_groups(B), as_groups(C)
+    groups = B.shape[1]
+
+    def by_group(t: Optional[Tensor], axis: int) -> Optional[Tensor]:  # split channels into groups (a view)
+        return None if t is None else t.unflatten(axis, (groups, dim // groups))
+
+    out, last = _SelectiveScanTritonFn.apply(
+        by_group(u, 1), by_group(delta, 1), by_group(A, 0), B, C, by_group(D, 0), by_group(z, 1),
+        by_group(delta_bias, 0), bool(delta_softplus), False)
+    out = out.view(batch, dim, length)
+    return (out, last.to(u.dtype)) if return_last_state else out
+
+
+def bidirectional_scan_triton(u: Tensor,
+                              delta: Tensor,
+                              A: Tensor,
+                              B: Tensor,
+                              C: Tensor,
+                              D: Optional[Tensor] = None,
+                              z: Optional[Tensor] = None,
+                              delta_bias: Optional[Tensor] = None,
+                              delta_softplus: bool = False) -> Tensor:
+    """:func:`mmvssm.ops.bidirectional_scan` in one fused kernel: the second direction runs backwards in
+    time over the stored order (no flips), both outputs summed in the kernel."""
+    _refuse(unsupported_reason(u, A))
+    out, _ = _SelectiveScanTritonFn.apply(u, delta, A, B, C, D, None if z is None else z.unsqueeze(1),
+                                          delta_bias, bool(delta_softplus), True)
+    return out.squeeze(1)
+
+
+def _refuse(reason: Optional[str]) -> None:
     if reason is not None:
         raise RuntimeError(f'selective_scan: backend "triton" cannot run these inputs: {reason}; '
                            'use backend="chunked" instead')
-    out, last = _SelectiveScanTritonFn.apply(u, delta, A, as_groups(B), as_groups(C), D, z, delta_bias,
-                                             bool(delta_softplus))
-    return (out, last.to(u.dtype)) if return_last_state else out

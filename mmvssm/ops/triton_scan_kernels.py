@@ -5,6 +5,14 @@ float32, for the entire sequence. It walks L in chunks of ``BLOCK_L`` steps; ins
 recurrence ``h_t = a_t h_{t-1} + b_t`` is one ``tl.associative_scan`` over pairs (a, b) of shape
 (BLOCK_D, N, BLOCK_L), and the state is carried from chunk to chunk in registers.
 
+A scan can also run backwards in time (``REVERSE``: h_t = a_t h_{t+1} + b_t), reading the sequence in its
+stored order: the chunks are walked from the end and the chunk scan is reversed. That is how Vim's second
+direction runs without flipping anything. In ``BIDIRECTIONAL`` mode a program runs group 0 forwards and
+group 1 backwards over the same channels and sums both gated outputs into one (batch, dim, L) result.
+
+Every per-channel tensor is addressed as (batch, group, channel, L) through four strides (a group stride
+of 0 shares one tensor, e.g. Vim's gate z, between both directions).
+
 The backward is the reverse-time (adjoint) recurrence ``g_t = a_{t+1} g_{t+1} + C_t dy_t`` (g = dL/dh_t),
 run chunk by chunk from the end: the forward saved only the state entering each chunk (batch, dim,
 n_chunks, N), from which the chunk's states are recomputed, so nothing of size (batch, dim, L, N) is stored.
@@ -56,52 +64,62 @@ def _load_delta(delta_row, bias, offs, mask, s_dt_l, HAS_BIAS: tl.constexpr, SOF
 
 
 @triton.jit
-def selective_scan_fwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-        out_ptr, last_ptr, ckpt_ptr,
-        groups, dim_per_group, L, N, n_chunks,
-        s_u_b, s_u_d, s_u_l, s_dt_b, s_dt_d, s_dt_l, s_A_d, s_A_n,
-        s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l,
-        s_D, s_z_b, s_z_d, s_z_l, s_bias,
-        s_o_b, s_o_d, s_o_l,
-        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_CKPT: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
-    pid_d = tl.program_id(0)
-    pid_bg = tl.program_id(1)
-    b = pid_bg // groups
-    g = pid_bg % groups
-    local_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+def _chunk_offsets(i, n_chunks, BLOCK_L: tl.constexpr, BACKWARDS: tl.constexpr):
+    """Positions of the i-th chunk visited, walking from the start or (BACKWARDS) from the end."""
+    if BACKWARDS:
+        c = n_chunks - 1 - i
+    else:
+        c = i
+    return c, c * BLOCK_L + tl.arange(0, BLOCK_L)
+
+
+@triton.jit
+def _edge(states, AT_START: tl.constexpr, BLOCK_L: tl.constexpr):
+    """The (BLOCK_D, BLOCK_N) slice of a chunk tile at its first (AT_START) or last column."""
+    if AT_START:
+        sel = tl.arange(0, BLOCK_L) == 0
+    else:
+        sel = tl.arange(0, BLOCK_L) == BLOCK_L - 1
+    return tl.sum(tl.where(sel[None, None, :], states, 0.0), axis=2)
+
+
+@triton.jit
+def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
+              b, g, local_d, groups, dim_per_group, L, N, n_chunks,
+              s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+              s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+              s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
+              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+              SAVE_CKPT: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr,
+              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """One direction of one (batch, group) over BLOCK_D channels; ACCUMULATE adds to ``out``."""
     mask_d = local_d < dim_per_group
-    d = g * dim_per_group + local_d
     n = tl.arange(0, BLOCK_N)
     mask_n = n < N
-    dim = groups * dim_per_group
-
-    A = tl.load(A_ptr + d[:, None] * s_A_d + n[None, :] * s_A_n,
-                mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + g * s_A_g + local_d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn,
+                other=0.0).to(tl.float32)
     if HAS_D:
-        Dv = tl.load(D_ptr + d * s_D, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.load(D_ptr + g * s_D_g + local_d * s_D_d, mask=mask_d, other=0.0).to(tl.float32)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
-
-    u_row = u_ptr + b * s_u_b + d[:, None] * s_u_d
-    dt_row = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
-    z_row = z_ptr + b * s_z_b + d[:, None] * s_z_d
-    o_row = out_ptr + b * s_o_b + d[:, None] * s_o_d
+        bias = tl.load(bias_ptr + g * s_bias_g + local_d * s_bias_d, mask=mask_d, other=0.0).to(tl.float32)
+    u_row = u_ptr + b * s_u_b + g * s_u_g + local_d[:, None] * s_u_d
+    dt_row = delta_ptr + b * s_dt_b + g * s_dt_g + local_d[:, None] * s_dt_d
+    z_row = z_ptr + b * s_z_b + g * s_z_g + local_d[:, None] * s_z_d
+    o_row = out_ptr + b * s_o_b + g * s_o_g + local_d[:, None] * s_o_d
     B_row = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
     C_row = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
-    # (batch, dim, n_chunks, N) contiguous, float32
-    ckpt_row = ckpt_ptr + ((b * dim + d[:, None]) * n_chunks) * N + n[None, :]
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    is_last = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
+    # State buffers are contiguous: last (batch, groups * dim_per_group, N) and
+    # ckpt (batch, groups * dim_per_group, n_chunks, N), float32.
+    channel = (b * groups + g) * dim_per_group + local_d[:, None]
+    ckpt_row = ckpt_ptr + channel * n_chunks * N + n[None, :]
 
     h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    for c in range(n_chunks):
+    for i in range(n_chunks):
+        c, offs = _chunk_offsets(i, n_chunks, BLOCK_L, REVERSE)
         if SAVE_CKPT:
             tl.store(ckpt_row + c * N, h, mask=mask_dn)
-        offs = c * BLOCK_L + tl.arange(0, BLOCK_L)
         mask_l = offs < L
         mask = mask_d[:, None] & mask_l[None, :]
         u = tl.load(u_row + offs[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
@@ -111,78 +129,101 @@ def selective_scan_fwd_kernel(
         Ct = tl.load(C_row + offs[None, :] * s_C_l, mask=mask_nl, other=0.0).to(tl.float32)
         decay = tl.exp(dt[:, None, :] * A[:, :, None])                  # (BD, BN, BL)
         inp = (dt * u)[:, None, :] * Bt[None, :, :]
-        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine)
+        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine, reverse=REVERSE)
         states = _apply_to(acc_a, acc_b, h)
         y = tl.sum(states * Ct[None, :, :], axis=1)                     # (BD, BL)
-        # Steps past L have decay 1 and input 0, so the last column is the state at the chunk's end.
-        h = tl.sum(tl.where(is_last, states, 0.0), axis=2)
+        # Steps past L have decay 1 and input 0, so the edge column is the state leaving the chunk.
+        h = _edge(states, REVERSE, BLOCK_L)
         if HAS_D:
             y += Dv[:, None] * u
         if HAS_Z:
             zt = tl.load(z_row + offs[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
             y *= zt * tl.sigmoid(zt)
+        if ACCUMULATE:
+            y += tl.load(o_row + offs[None, :] * s_o_l, mask=mask, other=0.0).to(tl.float32)
         tl.store(o_row + offs[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(last_ptr + (b * dim + d[:, None]) * N + n[None, :], h, mask=mask_dn)
+    tl.store(last_ptr + channel * N + n[None, :], h, mask=mask_dn)
 
 
 @triton.jit
-def selective_scan_bwd_kernel(
-        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-        dout_ptr, dlast_ptr, ckpt_ptr,
-        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+def selective_scan_fwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
         groups, dim_per_group, L, N, n_chunks,
-        s_u_b, s_u_d, s_u_l, s_dt_b, s_dt_d, s_dt_l, s_A_d, s_A_n,
-        s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l,
-        s_D, s_z_b, s_z_d, s_z_l, s_bias,
-        s_do_b, s_do_d, s_do_l,
+        s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+        s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+        s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        HAS_DLAST: tl.constexpr,
+        SAVE_CKPT: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Gradients. du, ddelta, dz: like u (contiguous); dA (batch, dim, N), dD/dbias (batch, dim): per batch
-    element, float32, summed by the caller; dB/dC (batch, groups, N, L) float32, accumulated atomically
-    over the group's channel blocks."""
-    pid_d = tl.program_id(0)
-    pid_bg = tl.program_id(1)
-    b = pid_bg // groups
-    g = pid_bg % groups
-    local_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    """Grid (channel blocks, batch * groups), or (channel blocks, batch) when BIDIRECTIONAL."""
+    local_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid = tl.program_id(1)
+    if BIDIRECTIONAL:
+        for direction in tl.static_range(2):
+            _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
+                      ckpt_ptr, pid, direction, local_d, groups, dim_per_group, L, N, n_chunks,
+                      s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+                      s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+                      s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
+                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, direction == 1, direction == 1,
+                      BLOCK_D, BLOCK_N, BLOCK_L)
+    else:
+        _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
+                  ckpt_ptr, pid // groups, pid % groups, local_d, groups, dim_per_group, L, N, n_chunks,
+                  s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+                  s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+                  s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
+                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, False, False,
+                  BLOCK_D, BLOCK_N, BLOCK_L)
+
+
+@triton.jit
+def _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
+              ckpt_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+              b, g, local_d, groups, dim_per_group, L, N, n_chunks,
+              s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+              s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+              s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
+              s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+              HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+              HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr,
+              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Gradients of one direction of one (batch, group) over BLOCK_D channels; ACCUMULATE adds to dz."""
     mask_d = local_d < dim_per_group
-    d = g * dim_per_group + local_d
     n = tl.arange(0, BLOCK_N)
     mask_n = n < N
-    dim = groups * dim_per_group
     mask_dn = mask_d[:, None] & mask_n[None, :]
-
-    A = tl.load(A_ptr + d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + g * s_A_g + local_d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn,
+                other=0.0).to(tl.float32)
     Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_D:
-        Dv = tl.load(D_ptr + d * s_D, mask=mask_d, other=0.0).to(tl.float32)
+        Dv = tl.load(D_ptr + g * s_D_g + local_d * s_D_d, mask=mask_d, other=0.0).to(tl.float32)
     bias = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + d * s_bias, mask=mask_d, other=0.0).to(tl.float32)
-
-    u_row = u_ptr + b * s_u_b + d[:, None] * s_u_d
-    dt_row = delta_ptr + b * s_dt_b + d[:, None] * s_dt_d
-    z_row = z_ptr + b * s_z_b + d[:, None] * s_z_d
-    do_row = dout_ptr + b * s_do_b + d[:, None] * s_do_d
+        bias = tl.load(bias_ptr + g * s_bias_g + local_d * s_bias_d, mask=mask_d, other=0.0).to(tl.float32)
+    u_row = u_ptr + b * s_u_b + g * s_u_g + local_d[:, None] * s_u_d
+    dt_row = delta_ptr + b * s_dt_b + g * s_dt_g + local_d[:, None] * s_dt_d
+    z_row = z_ptr + b * s_z_b + g * s_z_g + local_d[:, None] * s_z_d
+    do_row = dout_ptr + b * s_do_b + g * s_do_g + local_d[:, None] * s_do_d
+    dz_row = dz_ptr + b * s_dz_b + g * s_dz_g + local_d[:, None] * s_dz_d
     B_row = B_ptr + b * s_B_b + g * s_B_g + n[:, None] * s_B_n
     C_row = C_ptr + b * s_C_b + g * s_C_g + n[:, None] * s_C_n
-    # Outputs are contiguous: (batch, dim, L) and (batch, groups, N, L).
-    grad_row = (b * dim + d[:, None]) * L
+    # Contiguous outputs: du/ddelta (batch, groups, dim_per_group, L), dB/dC (batch, groups, N, L);
+    # float32 dA (batch, groups * dim_per_group, N) and dD/dbias (batch, groups * dim_per_group).
+    channel = (b * groups + g) * dim_per_group + local_d[:, None]
+    grad_row = channel * L
     dbc_row = ((b * groups + g) * N + n[:, None]) * L
-    state_idx = (b * dim + d[:, None]) * N + n[None, :]
-    ckpt_row = ckpt_ptr + ((b * dim + d[:, None]) * n_chunks) * N + n[None, :]
-    is_first = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
+    ckpt_row = ckpt_ptr + channel * n_chunks * N + n[None, :]
 
-    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dL/dh at the first step of the next chunk
+    carry = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # dL/dh at the step after this chunk
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + state_idx, mask=mask_dn, other=0.0).to(tl.float32)
+        carry = tl.load(dlast_ptr + channel * N + n[None, :], mask=mask_dn, other=0.0).to(tl.float32)
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    # The adjoint runs against the scan's direction of time.
     for i in range(n_chunks):
-        c = n_chunks - 1 - i
-        offs = c * BLOCK_L + tl.arange(0, BLOCK_L)
+        c, offs = _chunk_offsets(i, n_chunks, BLOCK_L, not REVERSE)
         mask_l = offs < L
         mask = mask_d[:, None] & mask_l[None, :]
         mask_nl = mask_n[:, None] & mask_l[None, :]
@@ -197,7 +238,7 @@ def selective_scan_bwd_kernel(
         decay = tl.exp(dt[:, None, :] * A[:, :, None])
         dtu = dt * u
         inp = dtu[:, None, :] * Bt[None, :, :]
-        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine)
+        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine, reverse=REVERSE)
         states = _apply_to(acc_a, acc_b, h0)
 
         dy = dout
@@ -206,28 +247,34 @@ def selective_scan_bwd_kernel(
             sig = tl.sigmoid(zt)
             y = tl.sum(states * Ct[None, :, :], axis=1) + Dv[:, None] * u
             dz = dout * y * sig * (1.0 + zt * (1.0 - sig))
-            tl.store(dz_ptr + grad_row + offs[None, :], dz.to(dz_ptr.dtype.element_ty), mask=mask)
+            if ACCUMULATE:
+                dz += tl.load(dz_row + offs[None, :] * s_dz_l, mask=mask, other=0.0).to(tl.float32)
+            tl.store(dz_row + offs[None, :] * s_dz_l, dz.to(dz_ptr.dtype.element_ty), mask=mask)
             dy = dout * zt * sig
         dD_acc += tl.sum(dy * u, axis=1)
         # dC_t[n] = sum_d dy_t[d] h_t[d, n]
         tl.atomic_add(dC_ptr + dbc_row + offs[None, :], tl.sum(dy[:, None, :] * states, axis=0),
                       mask=mask_nl)
 
-        # Adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t, with a_{t+1} read one step ahead (1 past the end).
-        offs_next = offs + 1
-        mask_next = mask_d[:, None] & (offs_next < L)[None, :]
+        # Adjoint g_t = a_next g_next + C_t dy_t, where "next" is the step the scan visits after t
+        # (t + 1, or t - 1 in REVERSE); a_next is 1 past the sequence's end.
+        if REVERSE:
+            offs_next = offs - 1
+        else:
+            offs_next = offs + 1
+        mask_next = mask_d[:, None] & ((offs_next >= 0) & (offs_next < L))[None, :]
         _, dt_next = _load_delta(dt_row, bias, offs_next, mask_next, s_dt_l, HAS_BIAS, SOFTPLUS)
         decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
         adj_a, adj_b = tl.associative_scan((decay_next, dy[:, None, :] * Ct[None, :, :]), 2,
-                                           _affine_combine, reverse=True)
+                                           _affine_combine, reverse=not REVERSE)
         adj = _apply_to(adj_a, adj_b, carry)
-        carry = tl.sum(tl.where(is_first, adj, 0.0), axis=2)
+        carry = _edge(adj, not REVERSE, BLOCK_L)
 
         # d(dt u)_t = <g_t, B_t>;  dB_t[n] = sum_d (dt u)_t[d] g_t[d, n]
         ddtu = tl.sum(adj * Bt[None, :, :], axis=1)
         tl.atomic_add(dB_ptr + dbc_row + offs[None, :], tl.sum(dtu[:, None, :] * adj, axis=0),
                       mask=mask_nl)
-        # d(dt A)_t = g_t a_t h_{t-1} = g_t (h_t - dt_t u_t B_t)
+        # d(dt A)_t = g_t a_t h_prev = g_t (h_t - dt_t u_t B_t)
         dlog_decay = adj * (states - inp)
         ddt = ddtu * u + tl.sum(dlog_decay * A[:, :, None], axis=1)
         dA_acc += tl.sum(dlog_decay * dt[:, None, :], axis=2)
@@ -239,6 +286,46 @@ def selective_scan_bwd_kernel(
         tl.store(du_ptr + grad_row + offs[None, :], du.to(du_ptr.dtype.element_ty), mask=mask)
         tl.store(ddelta_ptr + grad_row + offs[None, :], ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
 
-    tl.store(dA_ptr + state_idx, dA_acc, mask=mask_dn)
-    tl.store(dD_ptr + b * dim + d, dD_acc, mask=mask_d)
-    tl.store(dbias_ptr + b * dim + d, dbias_acc, mask=mask_d)
+    tl.store(dA_ptr + channel * N + n[None, :], dA_acc, mask=mask_dn)
+    flat = (b * groups + g) * dim_per_group + local_d
+    tl.store(dD_ptr + flat, dD_acc, mask=mask_d)
+    tl.store(dbias_ptr + flat, dbias_acc, mask=mask_d)
+
+
+@triton.jit
+def selective_scan_bwd_kernel(
+        u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr, ckpt_ptr,
+        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+        groups, dim_per_group, L, N, n_chunks,
+        s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+        s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+        s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
+        s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+        HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+        HAS_DLAST: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Gradients; same grid as the forward. dB/dC are accumulated atomically over channel blocks, dA/dD/dbias
+    are per batch element (summed by the caller)."""
+    local_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid = tl.program_id(1)
+    if BIDIRECTIONAL:
+        for direction in tl.static_range(2):
+            _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
+                      ckpt_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                      pid, direction, local_d, groups, dim_per_group, L, N, n_chunks,
+                      s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+                      s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+                      s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
+                      s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, direction == 1, direction == 1,
+                      BLOCK_D, BLOCK_N, BLOCK_L)
+    else:
+        _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
+                  ckpt_ptr, du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                  pid // groups, pid % groups, local_d, groups, dim_per_group, L, N, n_chunks,
+                  s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
+                  s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
+                  s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
+                  s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, False, False,
+                  BLOCK_D, BLOCK_N, BLOCK_L)

@@ -1,4 +1,5 @@
 """Behaviour shared by every mmvssm backbone: frozen stages, norm_eval and checkpoint loading."""
+import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -7,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmvssm.ops import backend_plan
 from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
 
 
@@ -68,6 +70,15 @@ class SSMBackbone(BaseModule):
             raise ValueError(f'{type(self).__name__}: out_indices must be {what} in [0, {num_stages}), '
                              f'got {out_indices}')
         return indices
+
+    def _log_scan_backend(self, scan_backend: str) -> None:
+        """Write to the run's log which selective-scan backend each device will use (and validate it)."""
+        plan = backend_plan(scan_backend)
+        slow = plan.get('cuda') == 'chunked'
+        print_log(f'{type(self).__name__}: selective scan backend {scan_backend!r}: '
+                  + ', '.join(f'{dev} tensors -> {name}' for dev, name in plan.items())
+                  + (' (slow on GPUs: `pip install triton`)' if slow else ''),
+                  logger='current', level=logging.WARNING if slow else logging.INFO)
 
     # ------------------------------------------------------------------ freezing
     def frozen_modules(self) -> List[nn.Module]:

@@ -432,6 +432,7 @@ class EfficientVMamba(SSMBackbone):
         self.dims, self.depths = self._parse_arch(arch)
         num_stages = len(self.depths)
         self._check_frozen_stages(num_stages)
+        self._log_scan_backend(scan_backend)
         self.out_indices = self._stage_indices(out_indices, num_stages)
         self.in_channels = in_channels
 

@@ -319,6 +319,7 @@ class Vim(SSMBackbone):
         dims, depth = arch_cfg.pop('embed_dims'), arch_cfg.pop('depth')
         self.embed_dims, self.depth = dims, depth
         self._check_frozen_stages(depth, unit='layers')
+        self._log_scan_backend(scan_backend)
         if out_type not in OUT_TYPES:
             raise ValueError(f'Vim: out_type must be one of {OUT_TYPES}, got {out_type!r}')
         if out_type == 'cls_token' and not with_cls_token:
