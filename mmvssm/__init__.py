@@ -2,10 +2,21 @@
 
 Importing the package registers the backbones (and their helpers) in mmengine's root ``MODELS``
 registry, which mmseg, mmdet and mmpretrain registries fall back to, so ``type='Vim'`` builds in any of
-them (``custom_imports=dict(imports=['mmvssm'])``).
+them (``custom_imports=dict(imports=['mmvssm'])``). The scan ops (``mmvssm.ops``) need torch alone; the
+models need mmengine; the heads and the EfficientViM FPN also need mmpretrain and mmcv
+(see ``mmvssm.models.toolbox``).
 """
 from .version import __version__
 from . import ops  # noqa: F401
-from . import engine, models  # noqa: F401
+
+try:
+    import mmengine  # noqa: F401
+except ModuleNotFoundError as err:
+    if err.name != 'mmengine':
+        raise
+    # torch alone (e.g. measuring the scan ops on a bare GPU machine): there is no registry to fill, and
+    # `import mmvssm.models` says that mmengine is missing.
+else:
+    from . import engine, models  # noqa: F401
 
 __all__ = ['__version__']
