@@ -175,12 +175,18 @@ def auto_backend(device: Union[str, torch.device]) -> str:
     return next(name for name in AUTO_ORDER.get(dev.type, ('chunked', )) if _backend_available(name, dev))
 
 
+def backend_for(backend: str, device: Union[str, torch.device]) -> str:
+    """The backend a scan call with ``backend`` uses on ``device`` (before per-input limits); raises
+    ValueError for an unknown name."""
+    backend = _check_name(backend, 'the `backend` argument')
+    return auto_backend(device) if backend == 'auto' else backend
+
+
 def backend_plan(backend: str = 'auto') -> Dict[str, str]:
     """The backend that scans with ``backend`` will use for each device type present, e.g.
     ``{'cpu': 'cpu', 'cuda': 'triton'}``; raises ValueError for an unknown name."""
-    backend = _check_name(backend, 'the `backend` argument')
     devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    return {dev: auto_backend(dev) if backend == 'auto' else backend for dev in devices}
+    return {dev: backend_for(backend, dev) for dev in devices}
 
 
 _MISSING_HINTS = {

@@ -8,8 +8,9 @@ Reproduces the released ``vim_{tiny,small,base}_patch16_224_bimambav2_..._midcls
 * ``depth`` pre-norm residual layers ``x <- x + drop_path(mixer(rmsnorm(x)))`` with the residual stream in
   fp32 (the official fused add-norm computes exactly this), no MLP;
 * the bidirectional Mamba mixer ("v2", ``if_divide_out``): shared ``in_proj``/``out_proj``, separate conv,
-  x/dt projections, A and D per direction; both directions run in one batched
-  :func:`mmvssm.ops.multi_direction_scan` call;
+  x/dt projections, A and D per direction; the backward direction is computed in the stored order
+  (:func:`mmvssm.ops.bidirectional_conv1d_silu`, :func:`mmvssm.ops.bidirectional_scan`: one fused Triton
+  kernel each with the ``triton`` backend, no flips);
 * ``norm_f`` (RMSNorm) on the final stream.
 
 Dense prediction: the selected layers' token maps (B, D, H/16, W/16), optionally turned into strides
@@ -25,7 +26,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from mmvssm.ops import multi_direction_scan
+from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan
 from ..necks.vim_pyramid import VimFeaturePyramid
 from .base import SSMBackbone, check_images
 
@@ -129,7 +130,8 @@ class BiMambaMixer(nn.Module):
         dt_rank: rank R of the step-size projection; 'auto' = ceil(D / 16).
         divide_out: average instead of sum the two directions (``if_divide_out``).
         depth: number of layers, for the out_proj init rescale 1 / sqrt(depth).
-        scan_backend: backend of :func:`mmvssm.ops.multi_direction_scan`.
+        scan_backend: backend of :func:`mmvssm.ops.bidirectional_scan` (and of the conv: Triton with
+            ``triton``).
 
     Shapes: (B, L, D) -> (B, L, D).
     """
@@ -176,30 +178,25 @@ class BiMambaMixer(nn.Module):
         self.out_proj.weight /= math.sqrt(depth)  # GPT-2 style residual rescale
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L): rows [0:E] -> x, [E:2E] -> z
+        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L) view: rows [0:E] -> x, [E:2E] -> z
         u, z = xz.chunk(2, dim=1)
-        # Direction 1 scans the reversed sequence; both directions go through one grouped conv.
-        u = torch.stack([u, u.flip(-1)], dim=1).reshape(batch, 2 * self.inner, length)
-        z = torch.stack([z, z.flip(-1)], dim=1)
-        conv_w = torch.cat([self.conv1d.weight, self.conv1d_b.weight])
-        conv_b = torch.cat([self.conv1d.bias, self.conv1d_b.bias])
-        u = F.conv1d(u, conv_w, conv_b, padding=self.d_conv - 1, groups=2 * self.inner)[..., :length]
-        u = F.silu(u).view(batch, 2, self.inner, length)
+        # The official layer flips the sequence for the backward direction and flips its output back;
+        # both ops below take the backward direction in the stored order instead (anti-causal conv, scan
+        # backwards in time), so with the triton backend no activation is flipped, stacked or copied.
+        u = bidirectional_conv1d_silu(u, self.conv1d.weight, self.conv1d.bias, self.conv1d_b.weight,
+                                      self.conv1d_b.bias, backend=self.scan_backend)  # (B, 2, E, L)
         x_dbl = torch.einsum('bkel,kce->bkcl', u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]))
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
         delta = torch.einsum('bkrl,ker->bkel', dt,
                              torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]))
         A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
-        y = multi_direction_scan(
-            u, delta, A, B.contiguous(), C.contiguous(),
-            D=torch.stack([self.D, self.D_b]).float(), z=z,
+        y = bidirectional_scan(
+            u, delta, A, B, C, D=torch.stack([self.D, self.D_b]).float(), z=z,
             delta_bias=torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
             delta_softplus=True, backend=self.scan_backend)
-        y = y[:, 0] + y[:, 1].flip(-1)
-        if self.divide_out:
-            y = y / 2
-        return self.out_proj(y.transpose(1, 2))
+        # if_divide_out averages the directions: halving the weight is exact and touches no activation.
+        weight = self.out_proj.weight * 0.5 if self.divide_out else self.out_proj.weight
+        return F.linear(y.transpose(1, 2), weight)
 
 
 class VimLayer(nn.Module):
@@ -282,7 +279,7 @@ class Vim(SSMBackbone):
         divide_out: average the two scan directions (official ``if_divide_out=True``).
         residual_in_fp32: keep the residual stream in fp32 under autocast (official: True).
         norm_eps: RMSNorm epsilon.
-        scan_backend: selective-scan backend ('auto', 'reference', 'chunked', 'cpu', 'cuda').
+        scan_backend: selective-scan backend ('auto', 'reference', 'chunked', 'cpu', 'cuda', 'triton').
         with_cp: activation checkpointing per layer (saves memory, costs a second forward).
         frozen_stages: -1: none; 0: patch embedding, position embedding and class token; k: also layers
             0..k-1 (k == depth also freezes ``norm_f``).

@@ -1,0 +1,107 @@
+"""Vim's depthwise conv1d + SiLU for both scan directions: :func:`bidirectional_conv1d_silu`.
+
+The official layer flips the sequence, runs a causal depthwise conv with the backward direction's weights
+and flips the result back. The same numbers come from one anti-causal conv with the taps reversed, so the
+input is never flipped. On CUDA tensors with the ``triton`` scan backend this runs as fused Triton kernels
+(forward and backward) that read the input in place and write both directions into one (batch, 2, dim, L)
+tensor; elsewhere as two ``F.conv1d`` calls.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import triton_backend
+from .selective_scan import available_backends, backend_for
+
+_BLOCK_D, _BLOCK_L = 16, 64
+
+
+def _use_triton(backend: str, u: Tensor, kernel_size: int) -> bool:
+    """The conv follows the scan backend: Triton where the scan runs in Triton."""
+    if backend_for(backend, u.device) != 'triton':
+        return False
+    reason = triton_backend.unsupported_reason(u, u.new_empty(1, 1))
+    if 'triton' not in available_backends(u.device) or reason is not None:
+        raise RuntimeError(f'bidirectional_conv1d_silu: backend "triton" cannot run {u.dtype} '
+                           f'{u.device.type} tensors: {reason or "Triton is not available"}')
+    if kernel_size & (kernel_size - 1):
+        raise RuntimeError(f'bidirectional_conv1d_silu: the Triton kernel needs a power-of-two kernel size, '
+                           f'got {kernel_size}; use backend="chunked" (PyTorch conv)')
+    return True
+
+
+def _conv_torch(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor]) -> Tensor:
+    dim, length, k = u.shape[1], u.shape[2], w0.shape[-1]
+    y0 = F.conv1d(u, w0, b0, padding=k - 1, groups=dim)[..., :length]
+    y1 = F.conv1d(u, w1.flip(-1), b1, padding=k - 1, groups=dim)[..., k - 1:]
+    return F.silu(torch.stack([y0, y1], dim=1))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _BidirectionalConvTritonFn(torch.autograd.Function):
+    """u (batch, dim, L), any strides; weights (dim, K); biases (dim,)."""
+
+    @staticmethod
+    def forward(ctx, u, w0, b0, w1, b1):
+        from . import triton_conv_kernels as kernels
+        batch, dim, length = u.shape
+        k = w0.shape[-1]
+        y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
+        grid = (_cdiv(dim, _BLOCK_D), batch, _cdiv(length, _BLOCK_L))
+        kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
+                                      *w1.stride(), K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+        ctx.save_for_backward(u, w0, b0, w1, b1)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from . import triton_conv_kernels as kernels
+        u, w0, b0, w1, b1 = ctx.saved_tensors
+        batch, dim, length = u.shape
+        k = w0.shape[-1]
+        f32 = dict(dtype=torch.float32, device=u.device)
+        g = torch.empty((batch, 2, dim, length), **f32)
+        dw0, dw1 = torch.zeros((dim, k), **f32), torch.zeros((dim, k), **f32)
+        db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
+        grid = (_cdiv(dim, _BLOCK_D), batch, _cdiv(length, _BLOCK_L))
+        kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
+                                             *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(),
+                                             K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+        du = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
+        kernels.conv_bwd_input_kernel[grid](g, w0, w1, du, dim, length, *w0.stride(), *w1.stride(),
+                                            K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+        return du, dw0.to(w0.dtype), db0.to(b0.dtype), dw1.to(w1.dtype), db1.to(b1.dtype)
+
+
+def bidirectional_conv1d_silu(u: Tensor, weight0: Tensor, bias0: Optional[Tensor], weight1: Tensor,
+                              bias1: Optional[Tensor], backend: str = 'auto') -> Tensor:
+    """Both directions of Vim's conv1d + SiLU, in the stored order.
+
+    Args:
+        u: (batch, dim, L), any strides.
+        weight0, weight1: (dim, 1, K) depthwise weights of the forward / backward direction (the official
+            ``conv1d`` / ``conv1d_b``), bias0, bias1: (dim,).
+        backend: the scan backend; ``triton`` (or ``auto`` resolving to it) runs the fused kernels.
+
+    Returns:
+        (batch, 2, dim, L): ``silu(causal_conv(u, weight0))`` and the backward direction's
+        ``flip(silu(causal_conv(flip(u), weight1)))``, without flipping anything.
+    """
+    dim = u.shape[1]
+    for name, w in (('weight0', weight0), ('weight1', weight1)):
+        if w.dim() != 3 or w.shape[:2] != (dim, 1):
+            raise ValueError(f'bidirectional_conv1d_silu: `{name}` has shape {tuple(w.shape)}, expected a '
+                             f'depthwise (dim={dim}, 1, K) weight')
+    if weight0.shape != weight1.shape:
+        raise ValueError(f'bidirectional_conv1d_silu: weights of different shapes {tuple(weight0.shape)} '
+                         f'and {tuple(weight1.shape)}')
+    if not _use_triton(backend, u, weight0.shape[-1]):
+        return _conv_torch(u, weight0, bias0, weight1, bias1)
+    zeros = u.new_zeros(dim)  # a missing bias contributes nothing
+    return _BidirectionalConvTritonFn.apply(u, weight0.squeeze(1), zeros if bias0 is None else bias0,
+                                            weight1.squeeze(1), zeros if bias1 is None else bias1)
