@@ -3,9 +3,10 @@
 #
 #   bash tools/install.sh            # creates/updates .venv, ~10 min the first time, < 2 min after
 #
-# Steps: virtualenv -> torch/torchvision -> mmcv 2.1.0 with CPU ops (built from the source release, the
-# built wheel cached per torch version) -> mmvssm in editable mode (which builds the fused CPU scan
-# kernel) with the test requirements.
+# Steps: virtualenv -> torch/torchvision -> mmcv 2.1.0 with ops (built from the source release; CUDA ops
+# when a GPU is visible or FORCE_CUDA=1, else CPU ops; the built wheel cached per torch version and kind
+# of ops, see tools/misc/mmcv_build.py) -> mmvssm in editable mode (which builds the fused CPU scan kernel)
+# with the test requirements.
 #
 # Environment:
 #   MMVSSM_VENV     virtualenv path (default: <repo>/.venv)
@@ -13,6 +14,9 @@
 #   MMVSSM_CACHE    wheel cache (default: ~/.cache/mmvssm)
 #   TORCH_VERSION / TORCHVISION_VERSION   (default: 2.14.1 / 0.29.1)
 #   MAX_JOBS        parallel compile jobs for mmcv (default: number of cores)
+#   FORCE_CUDA      1: mmcv with CUDA ops (needs nvcc), 0: CPU ops only (default: CUDA ops if a GPU is visible)
+#   TORCH_CUDA_ARCH_LIST  GPU architectures of mmcv's CUDA ops, e.g. 9.0 (default: those of the visible GPUs)
+#   CUDA_HOME       the CUDA toolkit (default: found from nvcc on PATH, else /usr/local/cuda)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,33 +56,46 @@ else
   log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
   "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
-TORCH_TAG="$("$PYTHON" -c 'import sys, torch; print(f"torch{torch.__version__}-cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
 # 3. mmcv with ops ---------------------------------------------------------------------------------
-mmcv_ok() {
-  "$PYTHON" - <<EOF 2>/dev/null
-import mmcv, mmcv.ops  # the compiled ops must import against this torch
-assert mmcv.__version__ == '$MMCV_VERSION'
-EOF
-}
-if mmcv_ok; then
-  log "mmcv $MMCV_VERSION with ops already installed"
+# CPU or CUDA ops, the wheel cache key, and the build environment (nvcc, GPU archs, cublas headers) are
+# decided by tools/misc/mmcv_build.py: FORCE_CUDA=1 -> CUDA, FORCE_CUDA=0 -> CPU, unset -> CUDA if a GPU is
+# visible. It stops here, naming the fix, when CUDA ops are wanted and cannot be built.
+MMCV_TOOL="$REPO/tools/misc/mmcv_build.py"
+PLAN="$("$PYTHON" "$MMCV_TOOL" plan)"
+eval "$PLAN"  # MMCV_OPS, MMCV_CACHE_KEY, MMCV_BUILD_ENV (array), MMCV_PLAN
+log "mmcv $MMCV_VERSION: $MMCV_PLAN"
+if why_not="$("$PYTHON" "$MMCV_TOOL" check "$MMCV_OPS" "$MMCV_VERSION" 2>/dev/null)"; then
+  log "mmcv $MMCV_VERSION with $MMCV_OPS ops already installed"
 else
-  # pip's own wheel cache is keyed by the sdist, not by torch: keep ours per torch build instead.
-  WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION/$TORCH_TAG"
+  log "${why_not:-mmcv is not usable}: installing mmcv $MMCV_VERSION with $MMCV_OPS ops"
+  # pip's own wheel cache is keyed by the sdist, not by torch: keep ours per torch build and kind of ops.
+  WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION/$MMCV_CACHE_KEY"
+  LEGACY_DIR="$CACHE/mmcv-$MMCV_VERSION/${MMCV_CACHE_KEY%-cpu}"  # before the key named the kind of ops
+  if [ "$MMCV_OPS" = cpu ] && [ ! -d "$WHEEL_DIR" ] && [ -d "$LEGACY_DIR" ]; then
+    mv "$LEGACY_DIR" "$WHEEL_DIR"  # a wheel with CPU ops (or more): fine for CPU ops
+  fi
   WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
   if [ -z "$WHEEL" ]; then
-    log "building mmcv $MMCV_VERSION with CPU ops against $TORCH_TAG (about 10 minutes on 2 cores)"
+    # the build finds what the venv installs (ninja) first
+    BUILD_PATH="$VENV/bin:$PATH"
+    if [ "$MMCV_OPS" = cuda ]; then
+      # torch compiles one file at a time without ninja: 4-5 min on 16 cores with it, much longer without
+      PATH="$BUILD_PATH" command -v ninja >/dev/null || "${PIP[@]}" install -q ninja
+      log "building mmcv $MMCV_VERSION with CUDA ops ($MAX_JOBS jobs; about 2,600 CPU-seconds)"
+    else
+      log "building mmcv $MMCV_VERSION with CPU ops (about 10 minutes on 2 cores)"
+    fi
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT
     "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
       "mmcv==$MMCV_VERSION" -d "$BUILD"
     tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
-    # torch >= 2.14 headers need C++20; mmcv 2.1.0 hard-codes c++14/c++17.
+    # torch >= 2.14 headers need C++20 (host and nvcc); mmcv 2.1.0 hard-codes c++14/c++17.
     if "$PYTHON" -c 'import torch, sys; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]); sys.exit(0 if v >= (2, 14) else 1)'; then
       sed -i 's/-std=c++14/-std=c++20/g; s/-std=c++17/-std=c++20/g' "$BUILD/mmcv-$MMCV_VERSION/setup.py"
     fi
-    (cd "$BUILD/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" \
+    (cd "$BUILD/mmcv-$MMCV_VERSION" && env PATH="$BUILD_PATH" MMCV_WITH_OPS=1 "${MMCV_BUILD_ENV[@]}" \
       "${PIP[@]}" wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$BUILD/wheel" .)
     mkdir -p "$WHEEL_DIR"
     built="$(ls "$BUILD"/wheel/mmcv-*.whl)"
@@ -91,7 +108,11 @@ else
   "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL"
   # mmcv's own runtime requirements (the wheel was installed without resolving them)
   "${PIP[@]}" install -q addict packaging Pillow pyyaml yapf opencv-python 'mmengine==0.10.7'
-  mmcv_ok || { echo "mmcv $MMCV_VERSION installed but mmcv.ops does not import" >&2; exit 1; }
+  if ! why_not="$("$PYTHON" "$MMCV_TOOL" check "$MMCV_OPS" "$MMCV_VERSION")"; then
+    echo "[install] error: mmcv installed from $WHEEL does not work: $why_not; remove $WHEEL_DIR" \
+      "and rerun" >&2
+    exit 1
+  fi
 fi
 
 # 4. mmvssm (editable; builds the fused CPU selective-scan kernel) ----------------------------------
