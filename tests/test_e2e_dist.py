@@ -1,7 +1,10 @@
-"""Two-process (gloo, CPU) DDP training through tools/dist_train.sh, and the launcher scripts' usage."""
+"""Two-process (gloo, CPU) DDP training through tools/dist_train.sh, and the launcher scripts' usage and
+arguments."""
 import glob
+import os
 import os.path as osp
 import socket
+import stat
 import subprocess
 
 import pytest
@@ -45,3 +48,31 @@ def test_launcher_scripts_print_usage(script, nargs):
     proc = subprocess.run(['bash', osp.join(TOOLS, script)], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert 'CONFIG' in proc.stderr
+
+
+def fake_command(folder, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text('#!/usr/bin/env bash\n' + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+# ----------------------------------------------------------------- slurm_train.sh's arguments
+@pytest.mark.parametrize('args, expected, resume', [
+    (['CFG'], 'CFG --launcher slurm', None),
+    (['CFG', '--resume'], 'CFG --launcher slurm --resume', 'auto'),
+    (['CFG', '--resume', 'w/iter_4.pth'], 'CFG --launcher slurm --resume w/iter_4.pth', 'w/iter_4.pth'),
+    (['CFG', 'w', '--resume'], 'CFG --launcher slurm --work-dir w --resume', 'auto'),
+    (['CFG', 'w', '--resume', '--amp'], 'CFG --launcher slurm --work-dir w --resume --amp', 'auto'),
+])
+def test_slurm_train_passes_options_to_train_py(tmp_path, tools, args, expected, resume):
+    fake_command(tmp_path, 'srun', 'echo "srun $*"')
+    env = dict(os.environ, PATH=f'{tmp_path}{os.pathsep}{os.environ["PATH"]}', GPUS='2')
+    proc = subprocess.run(['bash', osp.join(TOOLS, 'slurm_train.sh'), 'part', 'job', *args],
+                          env=env, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(f'train.py {expected}'), proc.stdout
+    assert '--ntasks=2' in proc.stdout
+    # and tools/train.py reads them as meant
+    parsed = tools['train'].parse_args(expected.split())
+    assert parsed.resume == resume and parsed.launcher == 'slurm'
+    assert parsed.work_dir == ('w' if 'w' in args else None)

@@ -14,7 +14,8 @@
 #
 # srun starts one process per task; tools/train.py --launcher slurm reads SLURM_PROCID, SLURM_NTASKS
 # and the node list through mmengine, so no torchrun is involved. Resume a job that was stopped with
-# the same command plus --resume (continues from work_dir/last_checkpoint).
+# the same command plus --resume (continues from the newest checkpoint in the work dir) or --resume CKPT,
+# with or without WORK_DIR before it.
 #
 # Example (2 nodes x 8 GPUs):
 #   GPUS=16 tools/slurm_train.sh gpu upernet_vim configs/upernet_vim_tiny_ade20k.py
@@ -26,13 +27,19 @@ fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
-WORK_DIR=${4:-}
+# WORK_DIR is optional: an option in its place (`... CONFIG --resume`) belongs to tools/train.py
+if [ $# -ge 4 ] && [[ $4 != -* ]]; then
+    WORK_DIR=$4
+    EXTRA=("${@:5}")
+else
+    WORK_DIR=
+    EXTRA=("${@:4}")
+fi
 GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-$((GPUS < 8 ? GPUS : 8))}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-EXTRA=("${@:5}")
 if [ -n "$WORK_DIR" ]; then
     EXTRA=(--work-dir "$WORK_DIR" "${EXTRA[@]}")
 fi
