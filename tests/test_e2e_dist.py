@@ -1,13 +1,15 @@
-"""Two-process (gloo, CPU) DDP training through tools/dist_train.sh, and the launcher scripts' usage and
-arguments."""
+"""Two-process (gloo, CPU) DDP training through tools/dist_train.sh, the launchers' choice of device, and
+the launcher scripts' usage and arguments."""
 import glob
 import os
 import os.path as osp
 import socket
 import stat
 import subprocess
+import sys
 
 import pytest
+import torch
 
 from conftest import REPO, TOOLS
 from test_e2e_seg import CONFIG, FAST, schedule
@@ -35,6 +37,9 @@ def test_dist_train_two_processes(tiny_workspace, subprocess_env, tmp_path):
     with open(log_file) as f:
         log = f.read()
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    if torch.cuda.device_count() < 2:  # no GPU, or fewer than processes: on the CPU with gloo, said aloud
+        assert 'run on the CPU with the gloo backend' in proc.stdout + proc.stderr
+        assert "'backend': 'gloo'" in log
     assert 'Iter(train) [4/4]' in log and 'mIoU' in log
     ckpt = load_checkpoint_file(osp.join(work_dir, 'iter_4.pth'))
     assert ckpt['meta']['iter'] == 4
@@ -50,10 +55,61 @@ def test_launcher_scripts_print_usage(script, nargs):
     assert 'CONFIG' in proc.stderr
 
 
+# ----------------------------------------------------------------- too few GPUs for the processes
+@pytest.mark.parametrize('gpus, procs, short', [(0, 2, False), (1, 1, False), (2, 2, False), (4, 2, False),
+                                                (1, 2, True), (2, 8, True)])
+def test_gpu_shortage(monkeypatch, gpus, procs, short):
+    from mmvssm.engine.launch import gpu_shortage
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    reason = gpu_shortage(procs)
+    assert (reason is not None) == short
+    if short:
+        assert f'{procs} processes per node but {gpus} GPU' in reason and f'start at most {gpus}' in reason
+
+
+def test_direct_launch_with_too_few_gpus_names_the_fix(monkeypatch):
+    """torchrun started by hand on a one-GPU machine: refused before mmengine fails in set_device/NCCL."""
+    from mmengine.config import Config
+
+    from mmvssm.engine.launch import ToolInputError, adapt_to_device
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')
+    with pytest.raises(ToolInputError, match=r'2 processes per node but 1 GPU.*CUDA_VISIBLE_DEVICES='):
+        adapt_to_device(Config(dict(model=dict(type='X'))), 'pytorch')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1')
+    adapt_to_device(Config(dict(model=dict(type='X'))), 'pytorch')  # one process per GPU: fine
+
+
 def fake_command(folder, name: str, script: str) -> None:
     path = folder / name
     path.write_text('#!/usr/bin/env bash\n' + script)
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+# Stands in for `python -m torch.distributed.run` (prints what it was given); any other call runs the real
+# python with torch seeing $FAKE_GPUS GPUs.
+FAKE_PYTHON = """
+if [ "$1" = -m ]; then echo "torchrun CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset} $*"; exit 0; fi
+exec "$REAL_PYTHON" -c 'import os, sys, torch
+torch.cuda.device_count = lambda: int(os.environ["FAKE_GPUS"])
+sys.argv = sys.argv[1:]
+exec(sys.stdin.read())' "$@"
+"""
+
+
+def test_dist_launch_hides_gpus_it_cannot_use(tmp_path, subprocess_env):
+    """With fewer GPUs than processes the launcher starts torchrun with the GPUs hidden, and says why."""
+    fake_command(tmp_path, 'python', FAKE_PYTHON)
+    env = dict(subprocess_env, PATH=f'{tmp_path}{os.pathsep}{subprocess_env["PATH"]}', REAL_PYTHON=sys.executable)
+    env.pop('CUDA_VISIBLE_DEVICES', None)
+    for gpus, hidden in ((1, True), (2, False), (0, False)):
+        proc = subprocess.run(['bash', osp.join(TOOLS, 'dist_train.sh'), 'CFG', '2', '--amp'],
+                              env=dict(env, FAKE_GPUS=str(gpus)), capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        assert ('CUDA_VISIBLE_DEVICES= ' in proc.stdout) == hidden, proc.stdout
+        assert ('2 processes per node but 1 GPU visible' in proc.stderr) == hidden, proc.stderr
+        assert '--nproc_per_node=2' in proc.stdout and 'train.py --launcher pytorch CFG --amp' in proc.stdout
 
 
 # ----------------------------------------------------------------- slurm_train.sh's arguments

@@ -5,6 +5,7 @@ The checks here run before mmengine builds anything, so a wrong path or name is 
 says what is wrong and how to fix it, instead of a traceback from deep inside a data loader or registry.
 """
 import argparse
+import logging
 import os
 import os.path as osp
 from typing import Iterable, List, Optional, Sequence
@@ -16,6 +17,8 @@ from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 SUPPORTED_SCOPES = ('mmseg', 'mmdet')
+# set by tools/dist_launch.sh when it hid the GPUs, so that the processes say why they run on the CPU
+DIST_NOTE_ENV = 'MMVSSM_DIST_NOTE'
 TINY_SAMPLE_HINT = ('generate the tiny sample with `python tools/misc/make_tiny_datasets.py --out '
                     'data/tiny`, or point the config at your copy with --cfg-options')
 
@@ -69,6 +72,20 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def gpu_shortage(procs_per_node: int, gpus: Optional[int] = None) -> Optional[str]:
+    """Why ``procs_per_node`` distributed processes cannot each have a GPU of their own, or None.
+
+    NCCL (mmengine's backend on GPUs) needs one GPU per process, and mmengine puts process ``LOCAL_RANK``
+    on GPU ``LOCAL_RANK``. None also when there is no GPU at all: then the processes run on the CPU anyway.
+    ``gpus`` defaults to the GPUs this process sees.
+    """
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if gpus == 0 or procs_per_node <= gpus:
+        return None
+    return (f'{procs_per_node} processes per node but {gpus} GPU{"s" if gpus > 1 else ""} visible, and '
+            f'NCCL needs one GPU per process (start at most {gpus} to train on the GPUs)')
+
+
 def adapt_to_device(cfg: Config, launcher: str) -> None:
     """Let CUDA configs run on CPU-only machines, in one process or several (``--launcher pytorch``).
 
@@ -76,8 +93,15 @@ def adapt_to_device(cfg: Config, launcher: str) -> None:
     with DDP over CPU modules (``device_ids=None``). mmengine 0.10.7's ``init_dist`` calls
     ``torch.cuda.set_device`` unconditionally, so the gloo process group is created here from torchrun's
     environment; the Runner then finds it initialised and uses it.
+
+    With CUDA, more processes per node than GPUs is refused with the fix: ``tools/dist_launch.sh`` hides
+    the GPUs in that case (mmengine decides its device when imported, so it cannot be done here).
     """
     if torch.cuda.is_available():
+        shortage = gpu_shortage(int(os.environ.get('LOCAL_WORLD_SIZE', '1'))) if launcher == 'pytorch' else None
+        if shortage:
+            raise ToolInputError(f'{shortage}; or run them on the CPU (gloo) with CUDA_VISIBLE_DEVICES= (empty), '
+                                 f'which tools/dist_train.sh and tools/dist_test.sh set by themselves')
         return
     if _replace_sync_bn(cfg.get('model')):
         print_log('no CUDA device: SyncBN layers are built as BN (per-process statistics)',
@@ -87,6 +111,9 @@ def adapt_to_device(cfg: Config, launcher: str) -> None:
     if launcher != 'pytorch':
         raise ToolInputError(f'--launcher {launcher} needs CUDA GPUs (mmengine selects one per process); '
                              f'on CPU start the processes with tools/dist_train.sh (torchrun)')
+    note = os.environ.get(DIST_NOTE_ENV)
+    print_log('no CUDA device: the distributed processes run on the CPU with the gloo backend'
+              + (f' ({note})' if note else ''), logger='current', level=logging.WARNING if note else logging.INFO)
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
