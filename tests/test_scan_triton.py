@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmvssm.ops import (bidirectional_conv1d_silu, bidirectional_scan, multi_direction_scan,
-                        selective_scan)
+                        reads_backward_in_place, selective_scan)
 from test_selective_scan import (INPUT_NAMES, assert_close_to_ref, make_inputs, reference64, run,
                                  with_grad)
 
@@ -185,13 +185,23 @@ def grads_of(fn, inputs, weight):
     return out, {k: v.grad for k, v in leaves.items()}
 
 
+def in_scan_order(t):
+    """Direction 1 reversed: the layout the unfused backends take (reads_backward_in_place is False)."""
+    return torch.stack([t[:, 0], t[:, 1].flip(-1)], dim=1)
+
+
 @pytest.mark.parametrize('length', [1, 37, 150])  # odd, and several chunks in both directions
 def test_bidirectional_scan_fused_equals_unfused(length):
     """The fused kernel (direction 1 scanned backwards in place) vs flip + scan + flip on the reference."""
     inputs = bidirectional_inputs(length=length)
+    per_position = ('u', 'delta', 'B', 'C')
     weight = torch.randn(2, 6, length, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    y_ref, g_ref = grads_of(
-        lambda **kw: bidirectional_scan(**kw, delta_softplus=True, backend='reference'), inputs, weight)
+
+    def unfused(**kw):
+        kw.update({k: in_scan_order(kw[k]) for k in per_position})
+        return bidirectional_scan(**kw, delta_softplus=True, backend='reference')
+
+    y_ref, g_ref = grads_of(unfused, inputs, weight)
     y, g = grads_of(lambda **kw: bidirectional_scan(**kw, delta_softplus=True, backend='triton'),
                     {k: v.float().to(DEVICE) for k, v in inputs.items()}, weight.to(DEVICE))
     assert_close_to_ref(y.cpu(), y_ref.detach())
@@ -202,24 +212,26 @@ def test_bidirectional_scan_fused_equals_unfused(length):
 
 
 def test_bidirectional_conv_fused_equals_official_flip():
-    """Direction 1 = flip(silu(causal_conv(flip(u), w1))) as the official layer computes it."""
+    """Direction 1 = silu(causal_conv(flip(u), w1)) as the official layer computes it: in scan order from the
+    PyTorch path, in the stored order (flipped back) from the fused kernel."""
     gen = torch.Generator().manual_seed(0)
     batch, dim, length, k = 2, 20, 70, 4
     u = torch.randn(batch, 2 * dim, length, generator=gen)[:, ::2]  # strided, as a slice of in_proj
     w0, w1 = torch.randn(dim, 1, k, generator=gen), torch.randn(dim, 1, k, generator=gen)
     b0, b1 = torch.randn(dim, generator=gen), torch.randn(dim, generator=gen)
-    conv = torch.nn.functional.conv1d
-    expected = torch.stack([
-        torch.nn.functional.silu(conv(u, w0, b0, padding=k - 1, groups=dim)[..., :length]),
-        torch.nn.functional.silu(conv(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length]).flip(-1)
-    ], dim=1)
+    conv, silu = torch.nn.functional.conv1d, torch.nn.functional.silu
+    official = torch.stack([silu(conv(u, w0, b0, padding=k - 1, groups=dim)[..., :length]),
+                            silu(conv(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length])], 1)
     dy = torch.randn(batch, 2, dim, length, generator=gen)
     results = {}
-    for backend in ('chunked', 'triton'):  # chunked: the PyTorch conv
+    for backend, stored_order in (('chunked', False), ('triton', True)):
         leaves = [t.clone().to(DEVICE).requires_grad_() for t in (u, w0, b0, w1, b1)]
-        y = bidirectional_conv1d_silu(*leaves, backend=backend)
-        (y * dy.to(DEVICE)).sum().backward()
-        torch.testing.assert_close(y.cpu(), expected, atol=1e-5, rtol=1e-5)
+        assert reads_backward_in_place(backend, leaves[0]) == stored_order
+        y = bidirectional_conv1d_silu(*leaves, backend=backend).cpu()
+        if stored_order:
+            y = in_scan_order(y)
+        torch.testing.assert_close(y, official, atol=1e-5, rtol=1e-5)
+        (y * dy).sum().backward()
         results[backend] = [t.grad.cpu() for t in leaves]
     for grad, grad_ref in zip(results['triton'], results['chunked']):
         torch.testing.assert_close(grad, grad_ref, atol=1e-4, rtol=1e-4)

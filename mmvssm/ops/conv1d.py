@@ -2,9 +2,9 @@
 
 The official layer flips the sequence, runs a causal depthwise conv with the backward direction's weights
 and flips the result back. The same numbers come from one anti-causal conv with the taps reversed, so the
-input is never flipped. On CUDA tensors with the ``triton`` scan backend this runs as fused Triton kernels
-(forward and backward) that read the input in place and write both directions into one (batch, 2, dim, L)
-tensor; elsewhere as two ``F.conv1d`` calls.
+input is never flipped. With the ``triton`` scan backend this runs as fused Triton kernels (forward and
+backward) that read the input in place and write both directions into one (batch, 2, dim, L) tensor;
+elsewhere as two ``F.conv1d`` calls, direction 1 reversed as the official layer keeps it.
 """
 from typing import Optional
 
@@ -12,35 +12,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import triton_backend
-from .selective_scan import available_backends, backend_for
+from .scan_utils import cdiv
+from .selective_scan import reads_backward_in_place
 
 _BLOCK_D, _BLOCK_L = 16, 64
 
 
-def _use_triton(backend: str, u: Tensor, kernel_size: int) -> bool:
-    """The conv follows the scan backend: Triton where the scan runs in Triton."""
-    if backend_for(backend, u.device) != 'triton':
-        return False
-    reason = triton_backend.unsupported_reason(u, u.new_empty(1, 1))
-    if 'triton' not in available_backends(u.device) or reason is not None:
-        raise RuntimeError(f'bidirectional_conv1d_silu: backend "triton" cannot run {u.dtype} '
-                           f'{u.device.type} tensors: {reason or "Triton is not available"}')
+def _check_triton_conv(kernel_size: int) -> None:
     if kernel_size & (kernel_size - 1):
         raise RuntimeError(f'bidirectional_conv1d_silu: the Triton kernel needs a power-of-two kernel size, '
                            f'got {kernel_size}; use backend="chunked" (PyTorch conv)')
-    return True
 
 
 def _conv_torch(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor]) -> Tensor:
+    """Direction 1 in scan order, as the official layer: causal conv of the reversed sequence."""
     dim, length, k = u.shape[1], u.shape[2], w0.shape[-1]
     y0 = F.conv1d(u, w0, b0, padding=k - 1, groups=dim)[..., :length]
-    y1 = F.conv1d(u, w1.flip(-1), b1, padding=k - 1, groups=dim)[..., k - 1:]
+    y1 = F.conv1d(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length]
     return F.silu(torch.stack([y0, y1], dim=1))
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 class _BidirectionalConvTritonFn(torch.autograd.Function):
@@ -52,7 +41,7 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         batch, dim, length = u.shape
         k = w0.shape[-1]
         y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
-        grid = (_cdiv(dim, _BLOCK_D), batch, _cdiv(length, _BLOCK_L))
+        grid = (cdiv(dim, _BLOCK_D), batch, cdiv(length, _BLOCK_L))
         kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
                                       *w1.stride(), K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
         ctx.save_for_backward(u, w0, b0, w1, b1)
@@ -68,7 +57,7 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         g = torch.empty((batch, 2, dim, length), **f32)
         dw0, dw1 = torch.zeros((dim, k), **f32), torch.zeros((dim, k), **f32)
         db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
-        grid = (_cdiv(dim, _BLOCK_D), batch, _cdiv(length, _BLOCK_L))
+        grid = (cdiv(dim, _BLOCK_D), batch, cdiv(length, _BLOCK_L))
         kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
                                              *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(),
                                              K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
@@ -80,17 +69,21 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
 
 def bidirectional_conv1d_silu(u: Tensor, weight0: Tensor, bias0: Optional[Tensor], weight1: Tensor,
                               bias1: Optional[Tensor], backend: str = 'auto') -> Tensor:
-    """Both directions of Vim's conv1d + SiLU, in the stored order.
+    """Both directions of Vim's conv1d + SiLU, in the layout :func:`~mmvssm.ops.bidirectional_scan` reads.
+
+    Direction 0 is ``silu(causal_conv(u, weight0))``; direction 1 the official
+    ``silu(causal_conv(flip(u), weight1))``. Where :func:`~mmvssm.ops.reads_backward_in_place` (the
+    ``triton`` backend), direction 1 is returned in the stored order (an anti-causal conv with reversed
+    taps, both directions written by one kernel, nothing flipped); elsewhere in scan order (reversed).
 
     Args:
         u: (batch, dim, L), any strides.
         weight0, weight1: (dim, 1, K) depthwise weights of the forward / backward direction (the official
             ``conv1d`` / ``conv1d_b``), bias0, bias1: (dim,).
-        backend: the scan backend; ``triton`` (or ``auto`` resolving to it) runs the fused kernels.
+        backend: the scan backend of the layer.
 
     Returns:
-        (batch, 2, dim, L): ``silu(causal_conv(u, weight0))`` and the backward direction's
-        ``flip(silu(causal_conv(flip(u), weight1)))``, without flipping anything.
+        (batch, 2, dim, L).
     """
     dim = u.shape[1]
     for name, w in (('weight0', weight0), ('weight1', weight1)):
@@ -100,8 +93,10 @@ def bidirectional_conv1d_silu(u: Tensor, weight0: Tensor, bias0: Optional[Tensor
     if weight0.shape != weight1.shape:
         raise ValueError(f'bidirectional_conv1d_silu: weights of different shapes {tuple(weight0.shape)} '
                          f'and {tuple(weight1.shape)}')
-    if not _use_triton(backend, u, weight0.shape[-1]):
+    if not reads_backward_in_place(backend, u):
         return _conv_torch(u, weight0, bias0, weight1, bias1)
-    zeros = u.new_zeros(dim)  # a missing bias contributes nothing
-    return _BidirectionalConvTritonFn.apply(u, weight0.squeeze(1), zeros if bias0 is None else bias0,
-                                            weight1.squeeze(1), zeros if bias1 is None else bias1)
+    _check_triton_conv(weight0.shape[-1])
+    if bias0 is None or bias1 is None:  # a missing bias contributes nothing
+        zeros = u.new_zeros(dim)
+        bias0, bias1 = (zeros if bias0 is None else bias0), (zeros if bias1 is None else bias1)
+    return _BidirectionalConvTritonFn.apply(u, weight0.squeeze(1), bias0, weight1.squeeze(1), bias1)

@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for positive ints (kernel grid sizes)."""
+    return -(-a // b)
+
+
 def compute_dtype(u: Tensor) -> torch.dtype:
     """The dtype every backend computes in: float64 for float64 ``u``, float32 otherwise (half included)."""
     return torch.float64 if u.dtype == torch.float64 else torch.float32

@@ -373,6 +373,17 @@ def multi_direction_scan(u: Tensor,
     return y.view(batch, k, dim, length)
 
 
+def reads_backward_in_place(backend: str, u: Tensor) -> bool:
+    """Whether Vim's second direction is scanned backwards over the stored order for tensors like ``u``.
+
+    True where the scan resolves to ``triton`` (its kernel walks the sequence from the end). Elsewhere the
+    second direction is kept reversed, in the order it is scanned, between
+    :func:`~mmvssm.ops.bidirectional_conv1d_silu` and :func:`bidirectional_scan`, as the official layer
+    does: each layout moves the least data its backend allows.
+    """
+    return _resolve_backend(backend, u, u.new_empty(1, 1)) == 'triton'
+
+
 def bidirectional_scan(u: Tensor,
                        delta: Tensor,
                        A: Tensor,
@@ -383,21 +394,23 @@ def bidirectional_scan(u: Tensor,
                        delta_bias: Optional[Tensor] = None,
                        delta_softplus: bool = False,
                        backend: str = 'auto') -> Tensor:
-    """Vim's two scan directions over one sequence, summed: direction 0 runs t = 0 .. L-1, direction 1 runs
-    t = L-1 .. 0; both read their inputs in the stored (forward) order and are gated by the same z.
+    """Vim's two scan directions over one sequence, summed in the stored order and gated by the same z.
 
-    ``y[t] = y0[t] + y1[t]`` where ``y_k = selective_scan(...)`` of direction k, each ``* silu(z)``. The
-    ``triton`` backend runs this as one fused kernel that flips, stacks and copies nothing; the other
-    backends flip direction 1 into scan order, run :func:`multi_direction_scan` and flip its output back.
+    Direction 0 runs t = 0 .. L-1 over ``u[:, 0]``, direction 1 runs backwards in time. Where
+    :func:`reads_backward_in_place` (the ``triton`` backend), ``u[:, 1]``, ``delta[:, 1]``, ``B[:, 1]``
+    and ``C[:, 1]`` are in the stored order and one fused kernel scans direction 1 from the end and sums
+    both outputs: nothing is flipped, stacked or copied. Elsewhere they are already reversed (scan order,
+    as :func:`~mmvssm.ops.bidirectional_conv1d_silu` returns them for that backend), the directions run as
+    one :func:`multi_direction_scan` and direction 1's output is flipped back.
 
     Args:
-        u, delta: (batch, 2, dim, L) in the stored order, any strides.
+        u, delta: (batch, 2, dim, L), any strides.
         A: (2, dim, N). D, delta_bias: (2, dim).
-        B, C: (batch, 2, N, L) in the stored order.
-        z: (batch, dim, L), the gate of both directions.
+        B, C: (batch, 2, N, L).
+        z: (batch, dim, L) in the stored order, the gate of both directions.
 
     Returns:
-        (batch, dim, L) in ``u``'s dtype.
+        (batch, dim, L) in the stored order and ``u``'s dtype: ``y0[t] + y1[t]``, each ``* silu(z[t])``.
     """
     _check_directions('bidirectional_scan', u, delta, A, B, C, D, z, delta_bias, shared_z=True)
     if u.shape[1] != 2:
@@ -406,14 +419,13 @@ def bidirectional_scan(u: Tensor,
     _check_inputs(u[:, 0], delta[:, 0], A[0], B[:, 0], C[:, 0], None if D is None else D[0], z,
                   None if delta_bias is None else delta_bias[0])
     name = _resolve_backend(backend, u, A)
+    if (name == 'triton') != reads_backward_in_place(backend, u):
+        raise RuntimeError(f'bidirectional_scan: backend {name!r} cannot run these inputs (N = '
+                           f'{A.shape[-1]}) in the layout the conv produced; pass backend="chunked" to both')
     if name == 'triton':
         return _backend_module(name).bidirectional_scan_triton(u, delta, A, B, C, D, z, delta_bias,
                                                                delta_softplus)
-
-    def scan_order(t: Tensor) -> Tensor:  # direction 1 reversed in time
-        return torch.stack([t[:, 0], t[:, 1].flip(-1)], dim=1)
-
     zz = None if z is None else torch.stack([z, z.flip(-1)], dim=1)
-    y = multi_direction_scan(scan_order(u), scan_order(delta), A, scan_order(B), scan_order(C), D, zz,
-                             delta_bias, delta_softplus=delta_softplus, backend=name)
+    y = multi_direction_scan(u, delta, A, B, C, D, zz, delta_bias, delta_softplus=delta_softplus,
+                             backend=name)
     return y[:, 0] + y[:, 1].flip(-1)

@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .scan_utils import as_groups
+from .scan_utils import as_groups, cdiv
 
 # Limits and defaults. The kernel holds (BLOCK_D, N, BLOCK_L) float32 tiles; these sizes keep a tile at
 # <= 4096 elements. Not yet tuned on a GPU.
@@ -76,10 +76,6 @@ def tile_sizes(n_state: int, length: int) -> Tuple[int, int, int]:
     return BLOCK_D, block_n, min(chunk, max(16, _pow2(length)))
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tuple[int, ...]:
     """Strides for the kernel; zeros for an absent tensor. ``shared_group``: (batch, 1, dim, L) read by
     every group (group stride 0)."""
@@ -102,14 +98,14 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
         block_d, block_n, block_l = tile_sizes(n_state, length)
-        n_chunks = max(1, _cdiv(length, block_l))
+        n_chunks = max(1, cdiv(length, block_l))
         save = any(ctx.needs_input_grad[:8])
         dev = u.device
         out = torch.empty((batch, 1 if bidirectional else groups, dim_g, length), dtype=u.dtype, device=dev)
         last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
         ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)
-        grid = (_cdiv(dim_g, block_d), batch * (1 if bidirectional else groups))
+        grid = (cdiv(dim_g, block_d), batch * (1 if bidirectional else groups))
         _kernels().selective_scan_fwd_kernel[grid](
             u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), out, last, ckpt,
             groups, dim_g, length, n_state, n_chunks,
@@ -145,7 +141,7 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         dC = torch.zeros_like(dB)
         dD = torch.empty((batch, groups * dim_g), dtype=torch.float32, device=dev)
         dbias = torch.empty_like(dD)
-        grid = (_cdiv(dim_g, block_d), batch * out_groups)
+        grid = (cdiv(dim_g, block_d), batch * out_groups)
         _kernels().selective_scan_bwd_kernel[grid](
             u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
             dout, _or(dlast, dA).contiguous(), ckpt,

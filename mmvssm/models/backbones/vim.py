@@ -180,9 +180,10 @@ class BiMambaMixer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L) view: rows [0:E] -> x, [E:2E] -> z
         u, z = xz.chunk(2, dim=1)
-        # The official layer flips the sequence for the backward direction and flips its output back;
-        # both ops below take the backward direction in the stored order instead (anti-causal conv, scan
-        # backwards in time), so with the triton backend no activation is flipped, stacked or copied.
+        # The official layer flips the sequence for the backward direction and flips its output back.
+        # With the triton backend the two ops below keep it in the stored order instead (anti-causal conv,
+        # scan backwards in time): no activation is flipped, stacked or copied. The projections between
+        # them act per position, so they serve either layout (ops.reads_backward_in_place).
         u = bidirectional_conv1d_silu(u, self.conv1d.weight, self.conv1d.bias, self.conv1d_b.weight,
                                       self.conv1d_b.bias, backend=self.scan_backend)  # (B, 2, E, L)
         x_dbl = torch.einsum('bkel,kce->bkcl', u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]))
