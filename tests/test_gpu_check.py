@@ -98,6 +98,17 @@ def test_inference_vim_vs_deit(report):
         assert all('error' not in r and r['ms'] > 0 for r in mine), mine
 
 
+def test_profile_counts_launches_per_backend(report):
+    """The fused Triton path launches fewer kernels than the unfused one (flips, stacks, torch conv)."""
+    rows = report['profile']['rows']
+    assert {r['backend'] for r in rows} == set(_backends(report))
+    for r in rows:
+        assert 'error' not in r and r['launches'] > 0 and r['top_ops'], r
+    vim = {r['backend']: r['launches'] for r in rows if r['model'] == 'Vim-Ti'}
+    if 'triton' in vim:
+        assert vim['triton'] < vim['cpu' if 'cpu' in vim else 'chunked']
+
+
 def test_mini_deit_attention_paths_agree():
     torch.manual_seed(0)
     model = gpu_check.MiniDeiT(32, dim=16, depth=2, heads=2).eval()

@@ -3,7 +3,8 @@
 Every ATen op that does work (views and allocations excluded) is one kernel launch on a GPU, and every
 Triton kernel call is one more; counting them at dispatch works on the CPU as well, with Triton kernels
 run by its interpreter (``TRITON_INTERPRET=1``). Launch counts do not depend on the image size, so a small
-image gives the count of a large one.
+image gives the count of a large one. Composite ops (``linear``, ``einsum``) count as one launch each, and
+autocast must be off: a dispatch mode sees composite ops before autocast casts their inputs.
 
 Examples::
 

@@ -32,6 +32,11 @@ Sections:
    (defined here, so neither mmpretrain nor timm is needed) at 512², 1024², 1248², batch 8, bf16 autocast,
    ``torch.inference_mode``: ms and peak memory. DeiT-Ti runs twice with the same weights: attention
    through ``F.scaled_dot_product_attention`` and written out as softmax(q kᵀ) v.
+6. ``profile``: one inference forward of Vim-Ti and EfficientVMamba-T (1248², batch 8) per backend:
+   kernel launches counted at dispatch (ATen ops doing work + Triton kernels, in fp32: a dispatch mode
+   would bypass autocast; also on a CPU under the interpreter, where they show the fused path's effect
+   without a GPU) and, on a GPU, the CUDA kernels the torch profiler saw under bf16 autocast with the
+   device time of the top ones.
 
 Timing: median of ``--repeats`` calls after ``--warmup`` untimed ones, each bracketed by
 ``torch.cuda.synchronize`` on a GPU (``time.perf_counter`` clock). Peak memory of the first (cold) call:
@@ -42,7 +47,7 @@ process's peak RSS (in-process, so memory freed by earlier rows and reused is no
 seconds. On a CPU it also turns on Triton's interpreter (``TRITON_INTERPRET=1``, before mmvssm imports
 Triton) so the ``triton`` backend is checked there too.
 
-Needs torch, and mmengine for sections 4-5; Triton and mamba_ssm when present. Nothing else from OpenMMLab.
+Needs torch, and mmengine for sections 4-6; Triton and mamba_ssm when present. Nothing else from OpenMMLab.
 """
 import argparse
 import gc
@@ -83,7 +88,7 @@ bench_scan = _sibling('benchmark_scan')
 bench_backbones = _sibling('benchmark_backbones')
 Case = bench_scan.Case
 
-SECTIONS = ('environment', 'parity', 'scan', 'train', 'inference')
+SECTIONS = ('environment', 'parity', 'scan', 'train', 'inference', 'profile')
 TOLERANCE = {'fp32': 1e-4, 'bf16': 1e-2}
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 ACTIVATIONS = ('u', 'delta', 'B', 'C', 'z')  # what autocast hands the scan in bf16 (the rest are fp32)
@@ -102,6 +107,7 @@ class Settings:
     inference_sizes: Tuple[int, ...]
     inference_batch: int
     copy_mib: int  # size of the bandwidth-measuring copy (at most 256 on a CPU)
+    profile_size: int  # image size of the profile section (launch counts do not depend on it)
     warmup: int = 2
     repeats: int = 5
 
@@ -119,7 +125,7 @@ FULL = Settings(
     train_size=512, train_batch=8,
     vim_ti_arch='tiny', deit=dict(dim=192, depth=12, heads=3),
     inference_sizes=(512, 1024, 1248), inference_batch=8,
-    copy_mib=1024)
+    copy_mib=1024, profile_size=1248)
 
 TINY = replace(
     FULL,
@@ -137,7 +143,7 @@ TINY = replace(
     train_size=32, train_batch=2,  # batch 2: EfficientViM's BatchNorm sees one value per channel at 1
     vim_ti_arch=dict(embed_dims=8, depth=2), deit=dict(dim=8, depth=2, heads=2),
     inference_sizes=(32, 64), inference_batch=1,
-    copy_mib=16, warmup=0, repeats=1)
+    copy_mib=16, profile_size=32, warmup=0, repeats=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -485,6 +491,59 @@ def inference(device: torch.device, settings: Settings) -> List[Dict[str, Any]]:
     return rows
 
 
+def _device_time_by_kernel(forward: Callable[[], None]) -> Dict[str, Any]:
+    """CUDA kernels launched by ``forward`` and their device time (torch profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    forward()  # warm-up: compilation and autotuning are not profiled
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        forward()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    times = {e.key: getattr(e, 'self_device_time_total', None) or e.self_cuda_time_total for e in kernels}
+    top = sorted(times.items(), key=lambda kv: -kv[1])[:6]
+    return dict(cuda_kernels=sum(e.count for e in kernels), device_ms=sum(times.values()) / 1e3,
+                top_kernels=', '.join(f'{k[:40]} {t / 1e3:.2f} ms' for k, t in top))
+
+
+def profile(device: torch.device, settings: Settings, backends: Sequence[str]) -> List[Dict[str, Any]]:
+    """Section 6: kernel launches per inference forward (ATen ops + Triton kernels, counted at dispatch, so
+    also on a CPU under the Triton interpreter) and, on a GPU, device time by kernel; per scan backend."""
+    from mmvssm.ops import use_backend
+    count_launches = _sibling('count_launches').count_launches
+    size, batch = settings.profile_size, settings.inference_batch
+    models = {'Vim-Ti': dict(bench_backbones.MODELS['vim-ti']['cfg'], arch=settings.vim_ti_arch,
+                             img_size=size),
+              'EfficientVMamba-T': settings.train_models['EfficientVMamba-T']['cfg']}
+    rows = []
+    for label, cfg in models.items():
+        for backend in backends:
+            row = dict(model=label, backend=backend, size=size, batch=batch)
+
+            def run(cfg=cfg, backend=backend) -> Dict[str, Any]:
+                with use_backend(backend):
+                    model = build_model(cfg).to(device).eval()
+                    x = torch.randn(batch, 3, size, size, device=device)
+
+                    def forward() -> None:
+                        with torch.inference_mode(), _autocast(device):
+                            model(x)
+
+                    # Without autocast: a dispatch mode intercepts composite ops before autocast
+                    # casts their inputs (the GPU's profiler count below is under autocast).
+                    with torch.inference_mode(), count_launches() as counts:
+                        model(x)
+                    result = dict(launches=sum(counts.values()),
+                                  top_ops=', '.join(f'{k} {n}' for k, n in counts.most_common(5)))
+                    if device.type == 'cuda':
+                        result.update(_device_time_by_kernel(forward))
+                    return result
+
+            rows.append(guarded(row, run, device))
+    return rows
+
+
 # --------------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------------
@@ -528,6 +587,9 @@ COLUMNS = {
               ('step ms', 'ms'), ('peak MiB', 'peak_mib')],
     'inference': [('model', 'model'), ('backend', 'backend'), ('size', 'size'), ('batch', 'batch'),
                   ('ms', 'ms'), ('peak MiB', 'peak_mib')],
+    'profile': [('model', 'model'), ('backend', 'backend'), ('size', 'size'), ('batch', 'batch'),
+                ('launches', 'launches'), ('CUDA kernels', 'cuda_kernels'), ('device ms', 'device_ms'),
+                ('top kernels (device time)', 'top_kernels'), ('top ops (launches)', 'top_ops')],
 }
 TITLES = {
     'environment': 'Environment',
@@ -535,6 +597,8 @@ TITLES = {
     'scan': 'Selective scan, bf16 activations (floor: bytes moved / measured copy bandwidth)',
     'train': 'Backbone train step, bf16 autocast, fwd+bwd of the outputs\' sum',
     'inference': 'Inference, bf16 autocast',
+    'profile': 'Profile of one inference forward (launches: ATen ops + Triton kernels at dispatch, fp32; '
+               'CUDA kernels and device time: torch profiler, bf16 autocast)',
 }
 
 
@@ -567,6 +631,8 @@ def run_section(name: str, device: torch.device, settings: Settings, machine: st
             record['rows'] = train_steps(device, settings, backends)
         elif name == 'inference':
             record['rows'] = inference(device, settings)
+        elif name == 'profile':
+            record['rows'] = profile(device, settings, backends)
     except Exception as err:  # noqa: BLE001 (e.g. mmengine missing: the other sections still run)
         record['error'] = _error_text(err)
     _release(device)

@@ -230,7 +230,7 @@ class ES2D(nn.Module):
         dtype = torch.promote_types(xs.dtype, torch.float32)
         ys = multi_direction_scan(
             xs.to(dtype), dts.to(dtype), -torch.exp(self.A_logs.to(dtype)).view(k, inner, -1),
-            Bs.to(dtype).contiguous(), Cs.to(dtype).contiguous(), self.Ds.to(dtype).view(k, inner),
+            Bs.to(dtype), Cs.to(dtype), self.Ds.to(dtype).view(k, inner),
             delta_bias=self.dt_projs_bias.to(dtype), delta_softplus=True, backend=self.scan_backend)
         return atrous_scatter(ys, height, width)
 
