@@ -13,33 +13,47 @@ import triton.language as tl
 
 
 @triton.jit
+def _shifted(u_row, offs, shift, mask_d, L, s_u_l):
+    """u at positions offs + shift as float32 (BLOCK_D, BLOCK_L), zero outside [0, L)."""
+    pos = offs + shift
+    return tl.load(u_row + pos[None, :] * s_u_l, mask=mask_d[:, None] & ((pos >= 0) & (pos < L))[None, :],
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _tap(w, k, K: tl.constexpr):
+    """Column k of a (BLOCK_D, K) weight tile."""
+    return tl.sum(tl.where(tl.arange(0, K)[None, :] == k, w, 0.0), axis=1)
+
+
+@triton.jit
 def _preact(u_row, w0, w1, b0, b1, offs, mask_d, L, s_u_l, K: tl.constexpr, BLOCK_D: tl.constexpr,
             BLOCK_L: tl.constexpr):
     """(p0, p1), each (BLOCK_D, BLOCK_L) float32, at positions ``offs``."""
     p0 = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32) + b0[:, None]
     p1 = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32) + b1[:, None]
     for k in tl.static_range(K):
-        back = offs - (K - 1) + k
-        ahead = offs + (K - 1) - k
-        u_back = tl.load(u_row + back[None, :] * s_u_l,
-                         mask=mask_d[:, None] & ((back >= 0) & (back < L))[None, :], other=0.0)
-        u_ahead = tl.load(u_row + ahead[None, :] * s_u_l,
-                          mask=mask_d[:, None] & ((ahead >= 0) & (ahead < L))[None, :], other=0.0)
-        w0k = tl.sum(tl.where(tl.arange(0, K)[None, :] == k, w0, 0.0), axis=1)
-        w1k = tl.sum(tl.where(tl.arange(0, K)[None, :] == k, w1, 0.0), axis=1)
-        p0 += w0k[:, None] * u_back.to(tl.float32)
-        p1 += w1k[:, None] * u_ahead.to(tl.float32)
+        p0 += _tap(w0, k, K)[:, None] * _shifted(u_row, offs, k - (K - 1), mask_d, L, s_u_l)
+        p1 += _tap(w1, k, K)[:, None] * _shifted(u_row, offs, (K - 1) - k, mask_d, L, s_u_l)
     return p0, p1
 
 
 @triton.jit
-def _load_taps(w0_ptr, w1_ptr, b0_ptr, b1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
-               K: tl.constexpr):
+def _load_weights(w0_ptr, w1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k, K: tl.constexpr):
+    """Both directions' (BLOCK_D, K) taps as float32."""
     taps = tl.arange(0, K)
     w0 = tl.load(w0_ptr + d[:, None] * s_w0_d + taps[None, :] * s_w0_k, mask=mask_d[:, None],
                  other=0.0).to(tl.float32)
     w1 = tl.load(w1_ptr + d[:, None] * s_w1_d + taps[None, :] * s_w1_k, mask=mask_d[:, None],
                  other=0.0).to(tl.float32)
+    return w0, w1
+
+
+@triton.jit
+def _load_taps(w0_ptr, w1_ptr, b0_ptr, b1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
+               K: tl.constexpr):
+    """Weights and biases of both directions, float32."""
+    w0, w1 = _load_weights(w0_ptr, w1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k, K)
     b0 = tl.load(b0_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     b1 = tl.load(b1_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
     return w0, w1, b0, b1
@@ -91,14 +105,10 @@ def conv_bwd_preact_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, dy_ptr, g_ptr,
     tl.atomic_add(db0_ptr + d, tl.sum(g0, axis=1), mask=mask_d)
     tl.atomic_add(db1_ptr + d, tl.sum(g1, axis=1), mask=mask_d)
     for k in tl.static_range(K):
-        back = offs - (K - 1) + k
-        ahead = offs + (K - 1) - k
-        u_back = tl.load(u_row + back[None, :] * s_u_l,
-                         mask=mask_d[:, None] & ((back >= 0) & (back < L))[None, :], other=0.0)
-        u_ahead = tl.load(u_row + ahead[None, :] * s_u_l,
-                          mask=mask_d[:, None] & ((ahead >= 0) & (ahead < L))[None, :], other=0.0)
-        tl.atomic_add(dw0_ptr + d * K + k, tl.sum(g0 * u_back.to(tl.float32), axis=1), mask=mask_d)
-        tl.atomic_add(dw1_ptr + d * K + k, tl.sum(g1 * u_ahead.to(tl.float32), axis=1), mask=mask_d)
+        tl.atomic_add(dw0_ptr + d * K + k,
+                      tl.sum(g0 * _shifted(u_row, offs, k - (K - 1), mask_d, L, s_u_l), axis=1), mask=mask_d)
+        tl.atomic_add(dw1_ptr + d * K + k,
+                      tl.sum(g1 * _shifted(u_row, offs, (K - 1) - k, mask_d, L, s_u_l), axis=1), mask=mask_d)
 
 
 @triton.jit
@@ -110,20 +120,10 @@ def conv_bwd_input_kernel(g_ptr, w0_ptr, w1_ptr, du_ptr, dim, L, s_w0_d, s_w0_k,
     offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
     mask_d = d < dim
     mask = mask_d[:, None] & (offs < L)[None, :]
-    taps = tl.arange(0, K)
-    w0 = tl.load(w0_ptr + d[:, None] * s_w0_d + taps[None, :] * s_w0_k, mask=mask_d[:, None],
-                 other=0.0).to(tl.float32)
-    w1 = tl.load(w1_ptr + d[:, None] * s_w1_d + taps[None, :] * s_w1_k, mask=mask_d[:, None],
-                 other=0.0).to(tl.float32)
+    w0, w1 = _load_weights(w0_ptr, w1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k, K)
     g_row = g_ptr + ((b * 2) * dim + d[:, None]) * L
     du = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
     for k in tl.static_range(K):
-        ahead = offs + (K - 1) - k
-        back = offs - (K - 1) + k
-        g0 = tl.load(g_row + ahead[None, :], mask=mask_d[:, None] & (ahead < L)[None, :], other=0.0)
-        g1 = tl.load(g_row + dim * L + back[None, :], mask=mask_d[:, None] & (back >= 0)[None, :],
-                     other=0.0)
-        w0k = tl.sum(tl.where(taps[None, :] == k, w0, 0.0), axis=1)
-        w1k = tl.sum(tl.where(taps[None, :] == k, w1, 0.0), axis=1)
-        du += w0k[:, None] * g0 + w1k[:, None] * g1
+        du += _tap(w0, k, K)[:, None] * _shifted(g_row, offs, (K - 1) - k, mask_d, L, 1)
+        du += _tap(w1, k, K)[:, None] * _shifted(g_row + dim * L, offs, k - (K - 1), mask_d, L, 1)
     tl.store(du_ptr + (b * dim + d[:, None]) * L + offs[None, :], du.to(du_ptr.dtype.element_ty), mask=mask)

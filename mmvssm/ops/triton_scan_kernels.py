@@ -84,6 +84,23 @@ def _edge(states, AT_START: tl.constexpr, BLOCK_L: tl.constexpr):
 
 
 @triton.jit
+def _channel_params(A_ptr, D_ptr, bias_ptr, g, local_d, n, mask_d, mask_dn, s_A_g, s_A_d, s_A_n, s_D_g,
+                    s_D_d, s_bias_g, s_bias_d, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    BLOCK_D: tl.constexpr):
+    """A (BLOCK_D, BLOCK_N), D and delta_bias (BLOCK_D,) of one group's channels, float32 (zeros when
+    absent)."""
+    A = tl.load(A_ptr + g * s_A_g + local_d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn,
+                other=0.0).to(tl.float32)
+    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + g * s_D_g + local_d * s_D_d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + g * s_bias_g + local_d * s_bias_d, mask=mask_d, other=0.0).to(tl.float32)
+    return A, Dv, bias
+
+
+@triton.jit
 def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
               b, g, local_d, groups, dim_per_group, L, N, n_chunks,
               s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
@@ -97,13 +114,8 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
     n = tl.arange(0, BLOCK_N)
     mask_n = n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + g * s_A_g + local_d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn,
-                other=0.0).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + g * s_D_g + local_d * s_D_d, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + g * s_bias_g + local_d * s_bias_d, mask=mask_d, other=0.0).to(tl.float32)
+    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, g, local_d, n, mask_d, mask_dn, s_A_g, s_A_d,
+                                  s_A_n, s_D_g, s_D_d, s_bias_g, s_bias_d, HAS_D, HAS_BIAS, BLOCK_D)
     u_row = u_ptr + b * s_u_b + g * s_u_g + local_d[:, None] * s_u_d
     dt_row = delta_ptr + b * s_dt_b + g * s_dt_g + local_d[:, None] * s_dt_d
     z_row = z_ptr + b * s_z_b + g * s_z_g + local_d[:, None] * s_z_d
@@ -193,14 +205,8 @@ def _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dou
     n = tl.arange(0, BLOCK_N)
     mask_n = n < N
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + g * s_A_g + local_d[:, None] * s_A_d + n[None, :] * s_A_n, mask=mask_dn,
-                other=0.0).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + g * s_D_g + local_d * s_D_d, mask=mask_d, other=0.0).to(tl.float32)
-    bias = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + g * s_bias_g + local_d * s_bias_d, mask=mask_d, other=0.0).to(tl.float32)
+    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, g, local_d, n, mask_d, mask_dn, s_A_g, s_A_d,
+                                  s_A_n, s_D_g, s_D_d, s_bias_g, s_bias_d, HAS_D, HAS_BIAS, BLOCK_D)
     u_row = u_ptr + b * s_u_b + g * s_u_g + local_d[:, None] * s_u_d
     dt_row = delta_ptr + b * s_dt_b + g * s_dt_g + local_d[:, None] * s_dt_d
     z_row = z_ptr + b * s_z_b + g * s_z_g + local_d[:, None] * s_z_d
