@@ -101,6 +101,27 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, g, local_d, n, mask_d, mask_dn, s_A_
 
 
 @triton.jit
+def _chunk_states(u_row, dt_row, B_row, C_row, A, bias, h0, offs, mask_d, mask_n, L, s_u_l, s_dt_l, s_B_l,
+                  s_C_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
+    """Load one chunk and scan it from the state ``h0`` entering it.
+
+    Returns the (BLOCK_D, BLOCK_L) and (BLOCK_N, BLOCK_L) masks, u, raw delta and step dt (BLOCK_D,
+    BLOCK_L), C and B (BLOCK_N, BLOCK_L), and the inputs dt u B and states h, (BLOCK_D, BLOCK_N, BLOCK_L).
+    """
+    mask_l = offs < L
+    mask = mask_d[:, None] & mask_l[None, :]
+    mask_nl = mask_n[:, None] & mask_l[None, :]
+    u = tl.load(u_row + offs[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
+    raw, dt = _load_delta(dt_row, bias, offs, mask, s_dt_l, HAS_BIAS, SOFTPLUS)
+    Bt = tl.load(B_row + offs[None, :] * s_B_l, mask=mask_nl, other=0.0).to(tl.float32)
+    Ct = tl.load(C_row + offs[None, :] * s_C_l, mask=mask_nl, other=0.0).to(tl.float32)
+    decay = tl.exp(dt[:, None, :] * A[:, :, None])
+    inp = (dt * u)[:, None, :] * Bt[None, :, :]
+    acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine, reverse=REVERSE)
+    return mask, mask_nl, u, raw, dt, Ct, Bt, inp, _apply_to(acc_a, acc_b, h0)
+
+
+@triton.jit
 def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr, ckpt_ptr,
               b, g, local_d, groups, dim_per_group, L, N, n_chunks,
               s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
@@ -132,17 +153,9 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
         c, offs = _chunk_offsets(i, n_chunks, BLOCK_L, REVERSE)
         if SAVE_CKPT:
             tl.store(ckpt_row + c * N, h, mask=mask_dn)
-        mask_l = offs < L
-        mask = mask_d[:, None] & mask_l[None, :]
-        u = tl.load(u_row + offs[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        _, dt = _load_delta(dt_row, bias, offs, mask, s_dt_l, HAS_BIAS, SOFTPLUS)
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        Bt = tl.load(B_row + offs[None, :] * s_B_l, mask=mask_nl, other=0.0).to(tl.float32)
-        Ct = tl.load(C_row + offs[None, :] * s_C_l, mask=mask_nl, other=0.0).to(tl.float32)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])                  # (BD, BN, BL)
-        inp = (dt * u)[:, None, :] * Bt[None, :, :]
-        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine, reverse=REVERSE)
-        states = _apply_to(acc_a, acc_b, h)
+        mask, mask_nl, u, _, dt, Ct, Bt, inp, states = _chunk_states(
+            u_row, dt_row, B_row, C_row, A, bias, h, offs, mask_d, mask_n, L, s_u_l, s_dt_l, s_B_l, s_C_l,
+            HAS_BIAS, SOFTPLUS, REVERSE)
         y = tl.sum(states * Ct[None, :, :], axis=1)                     # (BD, BL)
         # Steps past L have decay 1 and input 0, so the edge column is the state leaving the chunk.
         h = _edge(states, REVERSE, BLOCK_L)
@@ -230,22 +243,13 @@ def _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dou
     # The adjoint runs against the scan's direction of time.
     for i in range(n_chunks):
         c, offs = _chunk_offsets(i, n_chunks, BLOCK_L, not REVERSE)
-        mask_l = offs < L
-        mask = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        u = tl.load(u_row + offs[None, :] * s_u_l, mask=mask, other=0.0).to(tl.float32)
-        raw, dt = _load_delta(dt_row, bias, offs, mask, s_dt_l, HAS_BIAS, SOFTPLUS)
-        Bt = tl.load(B_row + offs[None, :] * s_B_l, mask=mask_nl, other=0.0).to(tl.float32)
-        Ct = tl.load(C_row + offs[None, :] * s_C_l, mask=mask_nl, other=0.0).to(tl.float32)
-        dout = tl.load(do_row + offs[None, :] * s_do_l, mask=mask, other=0.0).to(tl.float32)
-
         # Recompute the chunk's states from the saved state entering it.
         h0 = tl.load(ckpt_row + c * N, mask=mask_dn, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])
+        mask, mask_nl, u, raw, dt, Ct, Bt, inp, states = _chunk_states(
+            u_row, dt_row, B_row, C_row, A, bias, h0, offs, mask_d, mask_n, L, s_u_l, s_dt_l, s_B_l, s_C_l,
+            HAS_BIAS, SOFTPLUS, REVERSE)
         dtu = dt * u
-        inp = dtu[:, None, :] * Bt[None, :, :]
-        acc_a, acc_b = tl.associative_scan((decay, inp), 2, _affine_combine, reverse=REVERSE)
-        states = _apply_to(acc_a, acc_b, h0)
+        dout = tl.load(do_row + offs[None, :] * s_do_l, mask=mask, other=0.0).to(tl.float32)
 
         dy = dout
         if HAS_Z:
