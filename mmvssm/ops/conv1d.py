@@ -15,7 +15,7 @@ from torch import Tensor
 from .scan_utils import cdiv
 from .selective_scan import reads_backward_in_place
 
-_BLOCK_D, _BLOCK_L = 16, 64
+BLOCK_D, BLOCK_L, NUM_WARPS = 16, 64, 4  # (channels, steps) a program
 
 
 def _check_triton_conv(kernel_size: int) -> None:
@@ -41,9 +41,9 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         batch, dim, length = u.shape
         k = w0.shape[-1]
         y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
-        grid = (cdiv(dim, _BLOCK_D), batch, cdiv(length, _BLOCK_L))
+        grid = (cdiv(dim, BLOCK_D), batch, cdiv(length, BLOCK_L))
         kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
-                                      *w1.stride(), K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+                                      *w1.stride(), K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
         ctx.save_for_backward(u, w0, b0, w1, b1)
         return y
 
@@ -57,13 +57,13 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         g = torch.empty((batch, 2, dim, length), **f32)
         dw0, dw1 = torch.zeros((dim, k), **f32), torch.zeros((dim, k), **f32)
         db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
-        grid = (cdiv(dim, _BLOCK_D), batch, cdiv(length, _BLOCK_L))
+        grid = (cdiv(dim, BLOCK_D), batch, cdiv(length, BLOCK_L))
         kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
                                              *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(),
-                                             K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+                                             K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
         du = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
         kernels.conv_bwd_input_kernel[grid](g, w0, w1, du, dim, length, *w0.stride(), *w1.stride(),
-                                            K=k, BLOCK_D=_BLOCK_D, BLOCK_L=_BLOCK_L)
+                                            K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
         return du, dw0.to(w0.dtype), db0.to(b0.dtype), dw1.to(w1.dtype), db1.to(b1.dtype)
 
 
