@@ -43,7 +43,8 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
         grid = (cdiv(dim, BLOCK_D), batch, cdiv(length, BLOCK_L))
         kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
-                                      *w1.stride(), K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
+                                      *w1.stride(), K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L,
+                                      num_warps=NUM_WARPS)
         ctx.save_for_backward(u, w0, b0, w1, b1)
         return y
 

@@ -87,38 +87,55 @@ def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tupl
     return (strides[0], 0) + strides[2:] if shared_group else strides
 
 
+# How the kernels lay out their output (and read its gradient):
+PLAIN = 'plain'  # (batch, G, Dg, L), each group its own channels
+BIDIRECTIONAL = 'bidirectional'  # (batch, 1, Dg, L): group 0 forwards + group 1 backwards in time, summed
+ATROUS = 'atrous'  # (batch, H * W, Dg): EfficientVMamba's 4 skip-sampled directions, at their map positions
+
+
+def _out_strides(t: Tensor, layout: str) -> Tuple[int, ...]:
+    """(batch, group, channel, L) strides of an output (or its gradient) in ``layout``."""
+    if layout == ATROUS:  # (batch, position, channel): the kernel computes the position from (group, t)
+        return t.stride(0), 0, t.stride(2), t.stride(1)
+    return _strides(t, 4, layout == BIDIRECTIONAL)
+
+
 class _SelectiveScanTritonFn(torch.autograd.Function):
     """Per-channel tensors as (batch, G, Dg, L) views, any strides: u, delta, and z (batch, G or 1, Dg, L);
     A (G, Dg, N); B, C (batch, G, N, L); D, delta_bias (G, Dg).
 
-    ``bidirectional`` (G = 2): group 1 scans backwards in time, and both gated outputs are summed into one
-    (batch, 1, Dg, L) output; z is then (batch, 1, Dg, L), shared by both directions.
+    ``layout`` (:data:`PLAIN`, :data:`BIDIRECTIONAL`, :data:`ATROUS`) sets the output: see there. In
+    ``BIDIRECTIONAL`` (G = 2) z is (batch, 1, Dg, L), shared by both directions; ``ATROUS`` (G = 4, no z)
+    takes the half map size ``(H2, W2)`` with L = H2 * W2. ``out_dtype``: the output's dtype (default u's).
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, bidirectional):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, layout, half_map, out_dtype):
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
         block_d, block_n, block_l = tile_sizes(n_state, length)
         n_chunks = max(1, cdiv(length, block_l))
         save = any(ctx.needs_input_grad[:8])
         dev = u.device
-        out = torch.empty((batch, 1 if bidirectional else groups, dim_g, length), dtype=u.dtype, device=dev)
+        out_shape = {PLAIN: (batch, groups, dim_g, length), BIDIRECTIONAL: (batch, 1, dim_g, length),
+                     ATROUS: (batch, groups * length, dim_g)}[layout]
+        out = torch.empty(out_shape, dtype=out_dtype or u.dtype, device=dev)
         last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
         ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)
-        grid = (cdiv(dim_g, block_d), batch * (1 if bidirectional else groups))
+        grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
         _kernels().selective_scan_fwd_kernel[grid](
             u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), out, last, ckpt,
             groups, dim_g, length, n_state, n_chunks,
             *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
-            *_strides(z, 4, bidirectional), *_strides(delta_bias, 2), *_strides(out, 4, bidirectional),
+            *_strides(z, 4, layout == BIDIRECTIONAL), *_strides(delta_bias, 2), *_out_strides(out, layout),
+            *(half_map or (1, 1)),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, BIDIRECTIONAL=bidirectional,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, BIDIRECTIONAL=layout == BIDIRECTIONAL,
+            ATROUS=layout == ATROUS, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
-            ctx.options = (bool(delta_softplus), bidirectional)
+            ctx.options = (bool(delta_softplus), layout, half_map)
             ctx.tiles = (block_d, block_n, block_l, n_chunks)
         ctx.set_materialize_grads(False)
         return out, last
@@ -126,15 +143,14 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dlast):
         u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
-        delta_softplus, bidirectional = ctx.options
+        delta_softplus, layout, half_map = ctx.options
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
         block_d, block_n, block_l, n_chunks = ctx.tiles
         dev = u.device
-        out_groups = 1 if bidirectional else groups
-        if dout is None:
-            dout = torch.zeros((1, 1, 1, 1), dtype=u.dtype, device=dev).expand(
-                batch, out_groups, dim_g, length)
+        if dout is None:  # only the last state reached the loss: a broadcast zero, nothing allocated
+            dout = torch.zeros((1, 1, 1, 1), dtype=u.dtype, device=dev).expand(batch, groups, dim_g, length)
+            layout = PLAIN if layout == ATROUS else layout
         du = torch.empty(u.shape, dtype=u.dtype, device=dev)
         ddelta = torch.empty(delta.shape, dtype=delta.dtype, device=dev)
         dz = torch.empty(z.shape, dtype=z.dtype, device=dev) if z is not None else None
@@ -143,22 +159,22 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         dC = torch.zeros_like(dB)
         dD = torch.empty((batch, groups * dim_g), dtype=torch.float32, device=dev)
         dbias = torch.empty_like(dD)
-        grid = (cdiv(dim_g, block_d), batch * out_groups)
+        grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
         _kernels().selective_scan_bwd_kernel[grid](
             u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
             dout, _or(dlast, dA).contiguous(), ckpt,
             du, ddelta, _or(dz, du), dA, dB, dC, dD, dbias,
             groups, dim_g, length, n_state, n_chunks,
             *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
-            *_strides(z, 4, bidirectional), *_strides(delta_bias, 2),
-            *_strides(dout, 4, bidirectional), *_strides(dz, 4, bidirectional),
+            *_strides(z, 4, layout == BIDIRECTIONAL), *_strides(delta_bias, 2),
+            *_out_strides(dout, layout), *_strides(dz, 4, layout == BIDIRECTIONAL), *(half_map or (1, 1)),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, BIDIRECTIONAL=bidirectional,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, BIDIRECTIONAL=layout == BIDIRECTIONAL,
+            ATROUS=layout == ATROUS, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
         return (du, ddelta, dA.sum(0).view(A.shape).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.sum(0).view(D.shape).to(D.dtype), dz,
                 None if delta_bias is None else dbias.sum(0).view(delta_bias.shape).to(delta_bias.dtype),
-                None, None)
+                None, None, None, None)
 
 
 def _or(t: Optional[Tensor], placeholder: Tensor) -> Tensor:
@@ -190,7 +206,7 @@ def selective_scan_triton(u: Tensor,
 
     out, last = _SelectiveScanTritonFn.apply(
         by_group(u, 1), by_group(delta, 1), by_group(A, 0), B, C, by_group(D, 0), by_group(z, 1),
-        by_group(delta_bias, 0), bool(delta_softplus), False)
+        by_group(delta_bias, 0), bool(delta_softplus), PLAIN, None, None)
     out = out.view(batch, dim, length)
     return (out, last.to(u.dtype)) if return_last_state else out
 
@@ -208,8 +224,20 @@ def bidirectional_scan_triton(u: Tensor,
     time over the stored order (no flips), both outputs summed in the kernel."""
     _refuse(unsupported_reason(u, A))
     out, _ = _SelectiveScanTritonFn.apply(u, delta, A, B, C, D, None if z is None else z.unsqueeze(1),
-                                          delta_bias, bool(delta_softplus), True)
+                                          delta_bias, bool(delta_softplus), BIDIRECTIONAL, None, None)
     return out.squeeze(1)
+
+
+def atrous_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       delta_bias: Optional[Tensor], delta_softplus: bool, padded_hw: Tuple[int, int],
+                       out_dtype: torch.dtype) -> Tensor:
+    """:func:`mmvssm.ops.atrous_scan` in one kernel: each output token is written at its map position.
+    Returns (batch, H, W, dim) of the padded (even) map."""
+    _refuse(unsupported_reason(u, A))
+    height, width = padded_hw
+    out, _ = _SelectiveScanTritonFn.apply(u, delta, A, B, C, D, None, delta_bias, bool(delta_softplus),
+                                          ATROUS, (height // 2, width // 2), out_dtype)
+    return out.view(u.shape[0], height, width, u.shape[2])
 
 
 def _refuse(reason: Optional[str]) -> None:

@@ -71,7 +71,8 @@ def conv_fwd_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, y_ptr,
     mask = mask_d[:, None] & (offs < L)[None, :]
     w0, w1, b0, b1 = _load_taps(w0_ptr, w1_ptr, b0_ptr, b1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
                                 K)
-    p0, p1 = _preact(u_ptr + b * s_u_b + d[:, None] * s_u_d, w0, w1, b0, b1, offs, mask_d, L, s_u_l, K, BLOCK_D, BLOCK_L)
+    p0, p1 = _preact(u_ptr + b * s_u_b + d[:, None] * s_u_d, w0, w1, b0, b1, offs, mask_d, L, s_u_l, K,
+                     BLOCK_D, BLOCK_L)
     y_row = y_ptr + ((b * 2) * dim + d[:, None]) * L + offs[None, :]
     tl.store(y_row, (p0 * tl.sigmoid(p0)).to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(y_row + dim * L, (p1 * tl.sigmoid(p1)).to(y_ptr.dtype.element_ty), mask=mask)

@@ -10,6 +10,10 @@ stored order: the chunks are walked from the end and the chunk scan is reversed.
 direction runs without flipping anything. In ``BIDIRECTIONAL`` mode a program runs group 0 forwards and
 group 1 backwards over the same channels and sums both gated outputs into one (batch, dim, L) result.
 
+In ``ATROUS`` mode the 4 groups are EfficientVMamba's skip-sampled directions, and each output token is
+written at its position in the (H, W, channels) map (the gradient read from there), so nothing scatters it
+back afterwards.
+
 Every per-channel tensor is addressed as (batch, group, channel, L) through four strides (a group stride
 of 0 shares one tensor, e.g. Vim's gate z, between both directions).
 
@@ -101,6 +105,20 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, g, local_d, n, mask_d, mask_dn, s_A_
 
 
 @triton.jit
+def _out_positions(offs, g, H2, W2, ATROUS: tl.constexpr):
+    """Where token ``offs`` of direction g sits along the output's L axis: itself, or (ATROUS) its flat
+    position in the (2 H2, 2 W2) map EfficientVMamba skip-samples: rows of parity g % 2, columns of parity
+    g // 2, the odd directions read column-major."""
+    if ATROUS:
+        col_major = (g % 2) == 1
+        i = tl.where(col_major, offs % H2, offs // W2)
+        j = tl.where(col_major, offs // H2, offs % W2)
+        return (2 * i + g % 2) * (2 * W2) + 2 * j + g // 2
+    else:
+        return offs
+
+
+@triton.jit
 def _chunk_states(u_row, dt_row, B_row, C_row, A, bias, h0, offs, mask_d, mask_n, L, s_u_l, s_dt_l, s_B_l,
                   s_C_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr):
     """Load one chunk and scan it from the state ``h0`` entering it.
@@ -126,11 +144,12 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
               b, g, local_d, groups, dim_per_group, L, N, n_chunks,
               s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
               s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
-              s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
+              s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-              SAVE_CKPT: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr,
+              SAVE_CKPT: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATROUS: tl.constexpr,
               BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
-    """One direction of one (batch, group) over BLOCK_D channels; ACCUMULATE adds to ``out``."""
+    """One direction of one (batch, group) over BLOCK_D channels; ACCUMULATE adds to ``out``, ATROUS
+    writes each token at its map position."""
     mask_d = local_d < dim_per_group
     n = tl.arange(0, BLOCK_N)
     mask_n = n < N
@@ -164,9 +183,10 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
         if HAS_Z:
             zt = tl.load(z_row + offs[None, :] * s_z_l, mask=mask, other=0.0).to(tl.float32)
             y *= zt * tl.sigmoid(zt)
+        o_ptrs = o_row + _out_positions(offs, g, H2, W2, ATROUS)[None, :] * s_o_l
         if ACCUMULATE:
-            y += tl.load(o_row + offs[None, :] * s_o_l, mask=mask, other=0.0).to(tl.float32)
-        tl.store(o_row + offs[None, :] * s_o_l, y.to(out_ptr.dtype.element_ty), mask=mask)
+            y += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(o_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(last_ptr + channel * N + n[None, :], h, mask=mask_dn)
 
 
@@ -176,11 +196,13 @@ def selective_scan_fwd_kernel(
         groups, dim_per_group, L, N, n_chunks,
         s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
         s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
-        s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
+        s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        SAVE_CKPT: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
+        SAVE_CKPT: tl.constexpr, BIDIRECTIONAL: tl.constexpr, ATROUS: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Grid (channel blocks, batch * groups), or (channel blocks, batch) when BIDIRECTIONAL."""
+    """Grid (channel blocks, batch * groups), or (channel blocks, batch) when BIDIRECTIONAL. ATROUS: the
+    4 groups are EfficientVMamba's skip-sampled directions of a (2 H2, 2 W2) map, and ``out`` is addressed
+    by map position."""
     local_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     pid = tl.program_id(1)
     if BIDIRECTIONAL:
@@ -189,16 +211,16 @@ def selective_scan_fwd_kernel(
                       ckpt_ptr, pid, direction, local_d, groups, dim_per_group, L, N, n_chunks,
                       s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
                       s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
-                      s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
-                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, direction == 1, direction == 1,
+                      s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
+                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, direction == 1, direction == 1, False,
                       BLOCK_D, BLOCK_N, BLOCK_L)
     else:
         _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
                   ckpt_ptr, pid // groups, pid % groups, local_d, groups, dim_per_group, L, N, n_chunks,
                   s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
                   s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
-                  s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l,
-                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, False, False,
+                  s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
+                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, False, False, ATROUS,
                   BLOCK_D, BLOCK_N, BLOCK_L)
 
 
@@ -209,9 +231,9 @@ def _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dou
               s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
               s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
               s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
-              s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+              s_dz_b, s_dz_g, s_dz_d, s_dz_l, H2, W2,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-              HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr,
+              HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATROUS: tl.constexpr,
               BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     """Gradients of one direction of one (batch, group) over BLOCK_D channels; ACCUMULATE adds to dz."""
     mask_d = local_d < dim_per_group
@@ -249,7 +271,8 @@ def _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dou
             u_row, dt_row, B_row, C_row, A, bias, h0, offs, mask_d, mask_n, L, s_u_l, s_dt_l, s_B_l, s_C_l,
             HAS_BIAS, SOFTPLUS, REVERSE)
         dtu = dt * u
-        dout = tl.load(do_row + offs[None, :] * s_do_l, mask=mask, other=0.0).to(tl.float32)
+        dout = tl.load(do_row + _out_positions(offs, g, H2, W2, ATROUS)[None, :] * s_do_l, mask=mask,
+                       other=0.0).to(tl.float32)
 
         dy = dout
         if HAS_Z:
@@ -310,9 +333,9 @@ def selective_scan_bwd_kernel(
         s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
         s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
         s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
-        s_dz_b, s_dz_g, s_dz_d, s_dz_l,
+        s_dz_b, s_dz_g, s_dz_d, s_dz_l, H2, W2,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-        HAS_DLAST: tl.constexpr, BIDIRECTIONAL: tl.constexpr,
+        HAS_DLAST: tl.constexpr, BIDIRECTIONAL: tl.constexpr, ATROUS: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
     """Gradients; same grid as the forward. dB/dC are accumulated atomically over channel blocks, dA/dD/dbias
     are per batch element (summed by the caller)."""
@@ -326,8 +349,8 @@ def selective_scan_bwd_kernel(
                       s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
                       s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
                       s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
-                      s_dz_b, s_dz_g, s_dz_d, s_dz_l,
-                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, direction == 1, direction == 1,
+                      s_dz_b, s_dz_g, s_dz_d, s_dz_l, H2, W2,
+                      HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, direction == 1, direction == 1, False,
                       BLOCK_D, BLOCK_N, BLOCK_L)
     else:
         _bwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, dlast_ptr,
@@ -336,6 +359,6 @@ def selective_scan_bwd_kernel(
                   s_u_b, s_u_g, s_u_d, s_u_l, s_dt_b, s_dt_g, s_dt_d, s_dt_l, s_A_g, s_A_d, s_A_n,
                   s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
                   s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_do_b, s_do_g, s_do_d, s_do_l,
-                  s_dz_b, s_dz_g, s_dz_d, s_dz_l,
-                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, False, False,
+                  s_dz_b, s_dz_g, s_dz_d, s_dz_l, H2, W2,
+                  HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, HAS_DLAST, False, False, ATROUS,
                   BLOCK_D, BLOCK_N, BLOCK_L)

@@ -64,11 +64,13 @@ def launched_configs(n_state: int) -> List[Dict[str, Any]]:
     flags = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BLOCK_D=block_d, BLOCK_N=block_n,
                  BLOCK_L=block_l)
     configs = []
-    for bidirectional in (False, True):
-        configs.append((scan_kernels.selective_scan_fwd_kernel,
-                        dict(flags, SAVE_CKPT=True, BIDIRECTIONAL=bidirectional), triton_backend.NUM_WARPS))
-        configs.append((scan_kernels.selective_scan_bwd_kernel,
-                        dict(flags, HAS_DLAST=True, BIDIRECTIONAL=bidirectional), triton_backend.NUM_WARPS))
+    for layout in (triton_backend.PLAIN, triton_backend.BIDIRECTIONAL, triton_backend.ATROUS):
+        modes = dict(BIDIRECTIONAL=layout == triton_backend.BIDIRECTIONAL,
+                     ATROUS=layout == triton_backend.ATROUS)
+        configs.append((scan_kernels.selective_scan_fwd_kernel, dict(flags, SAVE_CKPT=True, **modes),
+                        triton_backend.NUM_WARPS))
+        configs.append((scan_kernels.selective_scan_bwd_kernel, dict(flags, HAS_DLAST=True, **modes),
+                        triton_backend.NUM_WARPS))
     tiles = dict(K=4, BLOCK_D=conv1d.BLOCK_D, BLOCK_L=conv1d.BLOCK_L)
     for fn in (conv_kernels.conv_fwd_kernel, conv_kernels.conv_bwd_preact_kernel,
                conv_kernels.conv_bwd_input_kernel):
@@ -82,11 +84,12 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     parser.add_argument('--state', type=int, nargs='+', default=[16], help='state sizes N')
     args = parser.parse_args(argv)
     rows = []
-    print(f'| kernel | N | tiles | warps | registers | spill stores / loads (bytes) | shared |  (sm_{args.arch})')
+    print(f'sm_{args.arch}:\n| kernel | N | tiles | warps | registers | spill stores / loads (bytes) | shared |')
     for n_state in args.state:
         for cfg in launched_configs(n_state):
             row = compile_kernel(cfg['fn'], cfg['constexprs'], cfg['num_warps'], args.arch)
-            tiles = {k: v for k, v in cfg['constexprs'].items() if k.startswith(('BLOCK', 'K', 'BIDIR'))}
+            tiles = {k: v for k, v in cfg['constexprs'].items()
+                     if k.startswith(('BLOCK', 'K', 'BIDIR', 'ATROUS'))}
             print(f"| {row['kernel']} | {n_state} | {tiles} | {row['num_warps']} | {row['registers']} | "
                   f"{row['spill_stores']} / {row['spill_loads']} | {row['shared']} |", flush=True)
             rows.append(dict(row, n_state=n_state, tiles=tiles))

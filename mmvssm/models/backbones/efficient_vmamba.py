@@ -17,7 +17,6 @@ Internally tensors are channels-last (B, H, W, C) except inside the inverted res
 """
 import math
 import re
-from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,77 +27,11 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-from mmvssm.ops import multi_direction_scan
+from mmvssm.ops import atrous_scan
+# atrous_scan_index/atrous_scatter: re-exported, the scan order is part of this model's definition
+from mmvssm.ops.atrous import (NUM_DIRECTIONS, atrous_gather, atrous_scan_index,  # noqa: F401
+                               atrous_scatter)
 from .base import SSMBackbone, check_images
-
-NUM_DIRECTIONS = 4
-
-
-# --------------------------------------------------------------------------------------------------
-# Atrous (skip-sampled) 4-direction scan order
-# --------------------------------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def atrous_scan_index(height: int, width: int,
-                      device: torch.device = torch.device('cpu')) -> Tuple[Tensor, Tensor]:
-    """Flat grid positions of the four skip-sampled scan sequences of an even ``height x width`` map.
-
-    Direction k reads (row parity, column parity, order) = (even, even, row-major),
-    (odd, even, column-major), (even, odd, row-major), (odd, odd, column-major), as the official
-    ``EfficientScan`` (column-major = read from the transposed map).
-
-    Returns:
-        index: (4, L') with L' = height * width / 4; ``index[k, t]`` is the flat position
-            (row * width + col) of token t of direction k. The four rows partition the grid.
-        inverse: (height * width,), the inverse permutation of ``index.flatten()``.
-    """
-    if height % 2 or width % 2:
-        raise ValueError(f'atrous_scan_index needs an even (padded) map, got {height}x{width}')
-    grid = torch.arange(height * width, device=device).view(height, width)
-    index = torch.stack([grid[0::2, 0::2].flatten(), grid[1::2, 0::2].t().flatten(),
-                         grid[0::2, 1::2].flatten(), grid[1::2, 1::2].t().flatten()])
-    inverse = torch.empty_like(index.flatten())
-    inverse[index.flatten()] = torch.arange(index.numel(), device=device)
-    return index, inverse
-
-
-def atrous_gather(x: Tensor) -> Tensor:
-    """Split a map into its four skip-sampled scan sequences (one gather).
-
-    Odd sizes are zero-padded at the bottom/right first; the padded zeros take part in the scan, as in
-    the official code.
-
-    Args:
-        x: (B, D, H, W).
-
-    Returns:
-        (B, 4, D, L') with L' = ceil(H/2) * ceil(W/2), direction k in its scan order.
-    """
-    batch, dim, height, width = x.shape
-    x = F.pad(x, (0, width % 2, 0, height % 2))
-    index, _ = atrous_scan_index(height + height % 2, width + width % 2, x.device)
-    xs = x.flatten(2).index_select(2, index.flatten())
-    return xs.view(batch, dim, NUM_DIRECTIONS, -1).transpose(1, 2)
-
-
-def atrous_scatter(ys: Tensor, height: int, width: int) -> Tensor:
-    """Inverse of :func:`atrous_gather`: put every token back at its grid position, crop the padding.
-
-    Args:
-        ys: (B, 4, D, L') sequences in scan order.
-        height, width: size of the map before padding.
-
-    Returns:
-        (B, height, width, D), channels-last (what the following LayerNorm wants).
-    """
-    batch, k, dim, length = ys.shape
-    pad_h, pad_w = height + height % 2, width + width % 2
-    if k != NUM_DIRECTIONS or length * NUM_DIRECTIONS != pad_h * pad_w:
-        raise ValueError(f'atrous_scatter: got sequences {tuple(ys.shape)}, expected '
-                         f'(B, 4, D, {pad_h * pad_w // NUM_DIRECTIONS}) for a {height}x{width} map')
-    _, inverse = atrous_scan_index(pad_h, pad_w, ys.device)
-    y = ys.permute(0, 1, 3, 2).reshape(batch, k * length, dim).index_select(1, inverse)
-    return y.view(batch, pad_h, pad_w, dim)[:, :height, :width]
-
 
 # --------------------------------------------------------------------------------------------------
 # Building blocks
@@ -175,7 +108,7 @@ class ES2D(nn.Module):
         dt_rank: R, or 'auto' = ceil(C / 16).
         d_conv: depthwise conv kernel size.
         dt_min, dt_max, dt_init_floor: range of the initial softplus(dt_projs_bias).
-        scan_backend: backend of :func:`mmvssm.ops.multi_direction_scan`.
+        scan_backend: backend of :func:`mmvssm.ops.atrous_scan`.
     """
 
     def __init__(self, channels: int, d_state: int = 16, ssm_ratio: float = 2.0,
@@ -219,20 +152,17 @@ class ES2D(nn.Module):
         self.Ds.fill_(1.0)
 
     def scan(self, x: Tensor) -> Tensor:
-        """Atrous 4-direction selective scan. (B, E, H, W) -> (B, H, W, E) in float32."""
+        """Atrous 4-direction selective scan. (B, E, H, W) -> (B, H, W, E) in (at least) float32."""
         height, width = x.shape[-2:]
         k, inner = self.dt_projs_weight.shape[:2]
         xs = atrous_gather(x)  # (B, K, E, L')
         x_dbl = torch.einsum('bkdl,kcd->bkcl', xs, self.x_proj_weight)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
-        # The scan runs in (at least) float32 whatever the autocast dtype, as the official kernel call.
-        dtype = torch.promote_types(xs.dtype, torch.float32)
-        ys = multi_direction_scan(
-            xs.to(dtype), dts.to(dtype), -torch.exp(self.A_logs.to(dtype)).view(k, inner, -1),
-            Bs.to(dtype), Cs.to(dtype), self.Ds.to(dtype).view(k, inner),
-            delta_bias=self.dt_projs_bias.to(dtype), delta_softplus=True, backend=self.scan_backend)
-        return atrous_scatter(ys, height, width)
+        A = -torch.exp(self.A_logs.float()).view(k, inner, -1)
+        return atrous_scan(xs, dts, A, Bs, Cs, self.Ds.float().view(k, inner),
+                           delta_bias=self.dt_projs_bias.float(), delta_softplus=True, height=height,
+                           width=width, backend=self.scan_backend)
 
     def forward(self, x: Tensor) -> Tensor:
         x, z = self.in_proj(x).chunk(2, dim=-1)
