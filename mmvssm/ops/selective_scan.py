@@ -411,6 +411,8 @@ def bidirectional_scan(u: Tensor,
 
     Returns:
         (batch, dim, L) in the stored order and ``u``'s dtype: ``y0[t] + y1[t]``, each ``* silu(z[t])``.
+        From the fused kernel it is a view of (batch, L, dim) memory, so ``y.transpose(1, 2)`` (the
+        layer's out_proj input) is contiguous.
     """
     _check_directions('bidirectional_scan', u, delta, A, B, C, D, z, delta_bias, shared_z=True)
     if u.shape[1] != 2:

@@ -89,7 +89,8 @@ def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tupl
 
 # How the kernels lay out their output (and read its gradient):
 PLAIN = 'plain'  # (batch, G, Dg, L), each group its own channels
-BIDIRECTIONAL = 'bidirectional'  # (batch, 1, Dg, L): group 0 forwards + group 1 backwards in time, summed
+# (batch, 1, Dg, L) view of (batch, L, Dg) memory: group 0 forwards + group 1 backwards in time, summed
+BIDIRECTIONAL = 'bidirectional'
 ATROUS = 'atrous'  # (batch, H * W, Dg): EfficientVMamba's 4 skip-sampled directions, at their map positions
 
 
@@ -117,9 +118,11 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         n_chunks = max(1, cdiv(length, block_l))
         save = any(ctx.needs_input_grad[:8])
         dev = u.device
-        out_shape = {PLAIN: (batch, groups, dim_g, length), BIDIRECTIONAL: (batch, 1, dim_g, length),
-                     ATROUS: (batch, groups * length, dim_g)}[layout]
-        out = torch.empty(out_shape, dtype=out_dtype or u.dtype, device=dev)
+        out = torch.empty({PLAIN: (batch, groups, dim_g, length), BIDIRECTIONAL: (batch, length, dim_g),
+                           ATROUS: (batch, groups * length, dim_g)}[layout], dtype=out_dtype or u.dtype,
+                          device=dev)
+        if layout == BIDIRECTIONAL:  # (batch, 1, Dg, L) over (batch, L, Dg) memory: what out_proj reads
+            out = out.transpose(1, 2).unsqueeze(1)
         last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
         ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)

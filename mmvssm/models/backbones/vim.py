@@ -186,10 +186,11 @@ class BiMambaMixer(nn.Module):
         # them act per position, so they serve either layout (ops.reads_backward_in_place).
         u = bidirectional_conv1d_silu(u, self.conv1d.weight, self.conv1d.bias, self.conv1d_b.weight,
                                       self.conv1d_b.bias, backend=self.scan_backend)  # (B, 2, E, L)
-        x_dbl = torch.einsum('bkel,kce->bkcl', u, torch.stack([self.x_proj.weight, self.x_proj_b.weight]))
+        # Per-direction projections as batched matmuls over (B, 2) of the (E, L) / (R, L) blocks: both
+        # operands are read in place (an einsum here copied u into another layout first).
+        x_dbl = torch.matmul(torch.stack([self.x_proj.weight, self.x_proj_b.weight]), u)  # (B, 2, R+2N, L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        delta = torch.einsum('bkrl,ker->bkel', dt,
-                             torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]))
+        delta = torch.matmul(torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]), dt)  # (B, 2, E, L)
         A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
         y = bidirectional_scan(
             u, delta, A, B, C, D=torch.stack([self.D, self.D_b]).float(), z=z,
