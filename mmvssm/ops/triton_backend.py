@@ -20,8 +20,8 @@ from torch import Tensor
 from .scan_utils import as_groups, cdiv
 
 # Limits and defaults. The kernels hold (BLOCK_D, N, BLOCK_L) float32 tiles. 4 channels x 16 states x 32
-# steps with 4 warps compile for sm_90 without register spills (167 / 237 registers a thread, fwd / bwd;
-# 64 steps spill 0.8 KB in the backward): tools/analysis_tools/triton_resources.py. Not timed on a GPU yet.
+# steps with 4 warps compile for sm_90 without register spills (at most 167 / 235 registers a thread, fwd /
+# bwd; 64 steps spill 0.8 KB in the backward): tools/analysis_tools/triton_resources.py. Not timed on a GPU.
 MAX_STATE = 256
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 BLOCK_D = 4
