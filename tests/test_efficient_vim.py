@@ -19,7 +19,8 @@ from dense_helpers import (assert_backbone_has_grads, build_model, det_predict, 
                            seg_train_step)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-KEYS_FILE = '/work/shared/specs/efficient_vim_keys.txt'
+# Official checkpoint key layout (tests/fixtures/README.md says where it comes from).
+KEYS_FILE = osp.join(osp.dirname(osp.abspath(__file__)), 'fixtures', 'efficient_vim_keys.txt')
 SMALL = dict(embed_dims=(16, 24, 32), depths=(1, 2, 1), state_dims=(4, 3, 2))
 SPEC_PARAMS = {'m1': 6_679_458, 'm2': 13_903_842, 'm3': 16_604_174, 'm4': 19_606_505}
 

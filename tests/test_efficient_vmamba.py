@@ -17,7 +17,8 @@ from dense_helpers import (assert_backbone_has_grads, build_model, det_predict, 
                            seg_train_step)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-KEYS_FILE = '/work/shared/specs/efficient_vmamba_keys.txt'
+# Official checkpoint key layout (tests/fixtures/README.md says where it comes from).
+KEYS_FILE = osp.join(osp.dirname(osp.abspath(__file__)), 'fixtures', 'efficient_vmamba_keys.txt')
 SMALL = dict(dims=16, depths=[1, 1, 1, 1])  # widths 16, 32, 64, 128
 
 

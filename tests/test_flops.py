@@ -1,7 +1,7 @@
 """FLOP counting (mmvssm.utils.flops, tools/analysis_tools/get_flops.py) and the backbone benchmark tool.
 
 The per-arch checks count the ImageNet classifiers of configs/imagenet at the paper's resolution and
-compare with the spec table (/work/shared/specs/README.md): params exactly, FLOPs within 5% of the paper
+compare with the spec table (shared/specs/README.md, copied into the values below): params exactly, FLOPs within 5% of the paper
 figure; Vim has no published figure, so its counts are regression values under our stated rule.
 """
 import json
