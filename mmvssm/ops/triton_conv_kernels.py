@@ -13,6 +13,16 @@ import triton.language as tl
 
 
 @triton.jit
+def _program_tile(dim, L, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
+    """This program's channels d, batch b and positions offs (grid: channel blocks, batch, L blocks), with
+    the channel and (channel, position) masks."""
+    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
+    mask_d = d < dim
+    return d, tl.program_id(1), offs, mask_d, mask_d[:, None] & (offs < L)[None, :]
+
+
+@triton.jit
 def _shifted(u_row, offs, shift, mask_d, L, s_u_l):
     """u at positions offs + shift as float32 (BLOCK_D, BLOCK_L), zero outside [0, L)."""
     pos = offs + shift
@@ -64,11 +74,7 @@ def conv_fwd_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, y_ptr,
                     dim, L, s_u_b, s_u_d, s_u_l, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
                     K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
     """Grid (channel blocks, batch, L blocks); y (batch, 2, dim, L) contiguous."""
-    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(1)
-    offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_d = d < dim
-    mask = mask_d[:, None] & (offs < L)[None, :]
+    d, b, offs, mask_d, mask = _program_tile(dim, L, BLOCK_D, BLOCK_L)
     w0, w1, b0, b1 = _load_taps(w0_ptr, w1_ptr, b0_ptr, b1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
                                 K)
     p0, p1 = _preact(u_ptr + b * s_u_b + d[:, None] * s_u_d, w0, w1, b0, b1, offs, mask_d, L, s_u_l, K,
@@ -85,11 +91,7 @@ def conv_bwd_preact_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, dy_ptr, g_ptr,
                            K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
     """g_j = dy_j * silu'(p_j) into g (batch, 2, dim, L) float32, and the weight/bias gradients (float32
     (dim, K) / (dim,), accumulated atomically over batch and L blocks)."""
-    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(1)
-    offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_d = d < dim
-    mask = mask_d[:, None] & (offs < L)[None, :]
+    d, b, offs, mask_d, mask = _program_tile(dim, L, BLOCK_D, BLOCK_L)
     w0, w1, b0, b1 = _load_taps(w0_ptr, w1_ptr, b0_ptr, b1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
                                 K)
     u_row = u_ptr + b * s_u_b + d[:, None] * s_u_d
@@ -116,11 +118,7 @@ def conv_bwd_preact_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, dy_ptr, g_ptr,
 def conv_bwd_input_kernel(g_ptr, w0_ptr, w1_ptr, du_ptr, dim, L, s_w0_d, s_w0_k, s_w1_d, s_w1_k,
                           K: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
     """du[s] = sum_k w0[k] g0[s + (K-1) - k] + w1[k] g1[s - (K-1) + k]; du (batch, dim, L) contiguous."""
-    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    b = tl.program_id(1)
-    offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_d = d < dim
-    mask = mask_d[:, None] & (offs < L)[None, :]
+    d, b, offs, mask_d, mask = _program_tile(dim, L, BLOCK_D, BLOCK_L)
     w0, w1 = _load_weights(w0_ptr, w1_ptr, d, mask_d, s_w0_d, s_w0_k, s_w1_d, s_w1_k, K)
     g_row = g_ptr + ((b * 2) * dim + d[:, None]) * L
     du = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
