@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -349,3 +350,25 @@ def test_efficient_vmamba_fused_equals_unfused():
     for name, g_ref in grads['reference'].items():
         torch.testing.assert_close(grads['triton'][name], g_ref, atol=1e-4 * g_ref.abs().max().item() + 1e-7,
                                    rtol=1e-3, msg=name)
+
+
+def test_triton_that_cannot_build_kernels_is_unavailable_loudly(monkeypatch):
+    """On a GPU, a Triton that imports but cannot compile (no C compiler, old driver) is reported once and
+    auto skips it, instead of failing inside the model's forward."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)  # as on a GPU machine
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+
+    def no_compiler():
+        raise RuntimeError('Failed to find C compiler. Please specify via CC environment variable.')
+
+    monkeypatch.setattr(triton_backend, '_smoke_test', no_compiler)
+    triton_backend.cuda_failure.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match='Triton is installed but its kernels do not run.*C compiler'):
+            assert not triton_backend.is_available(torch.device('cuda'))
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            assert not triton_backend.is_available(torch.device('cuda'))  # cached: warned once
+        assert 'C compiler' in triton_backend.cuda_failure()
+    finally:
+        triton_backend.cuda_failure.cache_clear()

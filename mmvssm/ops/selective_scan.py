@@ -195,8 +195,9 @@ _MISSING_HINTS = {
            '--no-build-isolation` from the repo root',
     'cuda': 'mamba_ssm\'s CUDA kernel did not import (or the tensors are not on a CUDA device); '
             'install it with `pip install --no-build-isolation mamba-ssm` on a CUDA machine',
-    'triton': 'Triton is not installed or the tensors are not on a CUDA device (CPU tensors run only '
-              'under Triton\'s interpreter, TRITON_INTERPRET=1 set before import); `pip install triton`',
+    'triton': 'Triton is not installed, cannot build kernels here (see the warning it gave), or the '
+              'tensors are not on a CUDA device (CPU tensors run only under Triton\'s interpreter, '
+              'TRITON_INTERPRET=1 set before import); `pip install triton`',
 }
 
 # Measured on an H200 (bf16, docs/benchmarks.md): Vim-T train step 512², b8, chunked vs mamba_ssm.

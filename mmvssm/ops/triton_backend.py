@@ -11,7 +11,9 @@ imports Triton), which is how CI checks them; ``auto`` never picks the interpret
 """
 import functools
 import importlib.util
+import logging
 import os
+import warnings
 from typing import Optional, Tuple, Union
 
 import torch
@@ -41,12 +43,41 @@ def _triton_installed() -> bool:
 
 
 def is_available(device: Optional[torch.device] = None) -> bool:
-    """True when Triton is installed and can run on ``device`` (CUDA, or CPU under the interpreter)."""
+    """True when Triton is installed and can run on ``device`` (CUDA, or CPU under the interpreter).
+
+    On CUDA the first call compiles and runs a tiny scan: a Triton that imports but cannot build kernels
+    (no C compiler for its launcher, a driver too old for its PTX) is then reported once, loudly, and
+    counted as unavailable rather than failing inside a model's forward.
+    """
     if not _triton_installed():
         return False
     if device is not None and device.type == 'cpu':
         return interpreting()
-    return torch.cuda.is_available() or interpreting()
+    if interpreting():
+        return True
+    return torch.cuda.is_available() and cuda_failure() is None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_failure() -> Optional[str]:
+    """Why the kernels cannot run on this machine's GPU (None when a tiny scan compiles and runs)."""
+    try:
+        _smoke_test()
+    except Exception as err:  # compiler, driver or launcher errors all mean the same to the user
+        reason = f'{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ""}'
+        message = (f'mmvssm: Triton is installed but its kernels do not run on this GPU ({reason}); the '
+                   'triton scan backend is unavailable. Triton needs a C compiler (e.g. `apt-get install '
+                   'gcc`) and a driver that supports its CUDA version.')
+        warnings.warn(message, RuntimeWarning)
+        logging.getLogger('mmvssm').warning(message)
+        return reason
+    return None
+
+
+def _smoke_test() -> None:
+    u = torch.ones(1, 1, 2, device='cuda')
+    selective_scan_triton(u, u, -u[0, :, :1], u, u)
+    torch.cuda.synchronize()
 
 
 def unsupported_reason(u: Tensor, A: Tensor) -> Optional[str]:
