@@ -334,3 +334,28 @@ def test_scan_backend_is_logged_and_validated(monkeypatch):
     assert any('Vim: selective scan backend' in m and 'cpu tensors -> ' in m for m in logged), logged
     with pytest.raises(ValueError, match="unknown backend 'fastest'"):
         small_vim(scan_backend='fastest')
+
+
+def test_inference_cache_of_stacked_parameters_follows_the_weights():
+    """Without autograd the mixer caches its stacked parameters; an in-place update, a load_state_dict or a
+    dtype change must be seen, and training (autograd on) must never reuse the cache."""
+    model = small_vim()
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(x)
+        assert all(t.equal(r) for t, r in zip(model(x), first))  # cached path, same numbers
+        mixer = model.layers[0].mixer
+        mixer.x_proj.weight.mul_(1.5)
+        mixer.A_b_log.add_(0.1)
+        changed = model(x)
+    fresh = model(x)  # autograd on: recomputed from the parameters
+    for c, f, o in zip(changed, fresh, first):
+        torch.testing.assert_close(c, f)
+        assert not torch.allclose(c, o)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.load_state_dict({k: v * 1.01 if 'dt_proj_b.weight' in k else v for k, v in state.items()})
+        reloaded = model(x)
+    torch.testing.assert_close(list(reloaded), list(model(x)))
+    assert not all(torch.allclose(r, f) for r, f in zip(reloaded, fresh))

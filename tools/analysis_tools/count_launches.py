@@ -76,10 +76,13 @@ def count_launches() -> Iterator[Counter]:
 
 
 def count_forward(model: torch.nn.Module, x: torch.Tensor, backend: str) -> Counter:
-    """Launches of one inference forward of ``model`` on ``x`` with the scan ``backend``."""
+    """Launches of one steady-state inference forward of ``model`` on ``x`` with the scan ``backend``
+    (after an uncounted one: caches of parameter-derived tensors are filled, as in a serving loop)."""
     from mmvssm.ops import use_backend
-    with torch.inference_mode(), use_backend(backend), count_launches() as counts:
+    with torch.inference_mode(), use_backend(backend):
         model(x)
+        with count_launches() as counts:
+            model(x)
     return counts
 
 

@@ -188,17 +188,35 @@ class BiMambaMixer(nn.Module):
                                       self.conv1d_b.bias, backend=self.scan_backend)  # (B, 2, E, L)
         # Per-direction projections as batched matmuls over (B, 2) of the (E, L) / (R, L) blocks: both
         # operands are read in place (an einsum here copied u into another layout first).
-        x_dbl = torch.matmul(torch.stack([self.x_proj.weight, self.x_proj_b.weight]), u)  # (B, 2, R+2N, L)
+        p = self._scan_params()
+        x_dbl = torch.matmul(p['x_proj'], u)  # (B, 2, R+2N, L)
         dt, B, C = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
-        delta = torch.matmul(torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]), dt)  # (B, 2, E, L)
-        A = -torch.exp(torch.stack([self.A_log, self.A_b_log]).float())
-        y = bidirectional_scan(
-            u, delta, A, B, C, D=torch.stack([self.D, self.D_b]).float(), z=z,
+        delta = torch.matmul(p['dt_proj'], dt)  # (B, 2, E, L)
+        y = bidirectional_scan(u, delta, p['A'], B, C, D=p['D'], z=z, delta_bias=p['delta_bias'],
+                               delta_softplus=True, backend=self.scan_backend)
+        return F.linear(y.transpose(1, 2), p['out_proj'])
+
+    def _scan_params(self) -> Dict[str, Tensor]:
+        """The two directions' parameters stacked (and A = -exp(A_log), out_proj halved for divide_out:
+        exact, and no activation is touched). Without autograd (inference) they are cached until a
+        parameter changes (version counter, storage), so a forward launches no kernel for them."""
+        params = (self.x_proj.weight, self.x_proj_b.weight, self.dt_proj.weight, self.dt_proj_b.weight,
+                  self.A_log, self.A_b_log, self.D, self.D_b, self.dt_proj.bias, self.dt_proj_b.bias,
+                  self.out_proj.weight)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
+        cached = getattr(self, '_scan_params_cache', None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        derived = dict(
+            x_proj=torch.stack([self.x_proj.weight, self.x_proj_b.weight]),
+            dt_proj=torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]),
+            A=-torch.exp(torch.stack([self.A_log, self.A_b_log]).float()),
+            D=torch.stack([self.D, self.D_b]).float(),
             delta_bias=torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
-            delta_softplus=True, backend=self.scan_backend)
-        # if_divide_out averages the directions: halving the weight is exact and touches no activation.
-        weight = self.out_proj.weight * 0.5 if self.divide_out else self.out_proj.weight
-        return F.linear(y.transpose(1, 2), weight)
+            out_proj=self.out_proj.weight * 0.5 if self.divide_out else self.out_proj.weight)
+        # Only tensors without autograd history may outlive the call.
+        self._scan_params_cache = None if torch.is_grad_enabled() else (key, derived)
+        return derived
 
 
 class VimLayer(nn.Module):
