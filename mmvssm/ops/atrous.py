@@ -63,6 +63,16 @@ def atrous_gather(x: Tensor) -> Tensor:
     return xs.view(batch, dim, NUM_DIRECTIONS, -1).transpose(1, 2)
 
 
+def _padded_map(op: str, ys: Tensor, height: int, width: int) -> Tuple[int, int]:
+    """The even map size the four (B, 4, D, L') sequences ``ys`` cover; a clear error if they do not fit
+    a ``height x width`` map."""
+    pad_h, pad_w = height + height % 2, width + width % 2
+    if ys.dim() != 4 or ys.shape[1] != NUM_DIRECTIONS or ys.shape[-1] * NUM_DIRECTIONS != pad_h * pad_w:
+        raise ValueError(f'{op}: got sequences {tuple(ys.shape)}, expected (B, 4, D, '
+                         f'{pad_h * pad_w // NUM_DIRECTIONS}) for a {height}x{width} map')
+    return pad_h, pad_w
+
+
 def atrous_scatter(ys: Tensor, height: int, width: int) -> Tensor:
     """Inverse of :func:`atrous_gather`: put every token back at its grid position, crop the padding.
 
@@ -74,10 +84,7 @@ def atrous_scatter(ys: Tensor, height: int, width: int) -> Tensor:
         (B, height, width, D), channels-last (what the following LayerNorm wants).
     """
     batch, k, dim, length = ys.shape
-    pad_h, pad_w = height + height % 2, width + width % 2
-    if k != NUM_DIRECTIONS or length * NUM_DIRECTIONS != pad_h * pad_w:
-        raise ValueError(f'atrous_scatter: got sequences {tuple(ys.shape)}, expected '
-                         f'(B, 4, D, {pad_h * pad_w // NUM_DIRECTIONS}) for a {height}x{width} map')
+    pad_h, pad_w = _padded_map('atrous_scatter', ys, height, width)
     _, inverse = atrous_scan_index(pad_h, pad_w, ys.device)
     y = ys.permute(0, 1, 3, 2).reshape(batch, k * length, dim).index_select(1, inverse)
     return y.view(batch, pad_h, pad_w, dim)[:, :height, :width]
@@ -109,10 +116,7 @@ def atrous_scan(xs: Tensor,
     Returns:
         (batch, height, width, dim).
     """
-    pad_h, pad_w = height + height % 2, width + width % 2
-    if xs.dim() != 4 or xs.shape[1] != NUM_DIRECTIONS or xs.shape[-1] * NUM_DIRECTIONS != pad_h * pad_w:
-        raise ValueError(f'atrous_scan: got sequences {tuple(xs.shape)}, expected (B, 4, dim, '
-                         f'{pad_h * pad_w // NUM_DIRECTIONS}) for a {height}x{width} map')
+    pad_h, pad_w = _padded_map('atrous_scan', xs, height, width)
     dtype = torch.promote_types(xs.dtype, torch.float32)
     if _resolve_backend(backend, xs, A) == 'triton':
         y = _backend_module('triton').atrous_scan_triton(xs, delta, A, B, C, D, delta_bias, delta_softplus,

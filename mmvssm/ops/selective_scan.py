@@ -200,7 +200,7 @@ _MISSING_HINTS = {
               'TRITON_INTERPRET=1 set before import); `pip install triton`',
 }
 
-# Measured on an H200 (bf16, docs/benchmarks.md): Vim-T train step 512², b8, chunked vs mamba_ssm.
+# Measured on an H200 (bf16; issue 12's baseline): Vim-T train step 512², b8, chunked vs mamba_ssm.
 _GPU_FALLBACK_WARNING = (
     'selective_scan: no fast GPU backend (mamba_ssm\'s kernel or Triton) is available, so the pure-PyTorch '
     '`chunked` scan runs on the GPU: it trains Vim 37x slower (H200, Vim-T 512² b8: 2965 ms vs 79 ms a '
@@ -422,7 +422,8 @@ def bidirectional_scan(u: Tensor,
     _check_inputs(u[:, 0], delta[:, 0], A[0], B[:, 0], C[:, 0], None if D is None else D[0], z,
                   None if delta_bias is None else delta_bias[0])
     name = _resolve_backend(backend, u, A)
-    if (name == 'triton') != reads_backward_in_place(backend, u):
+    # The conv chose the layout without A: a backend that fell back for these inputs (N) cannot use it.
+    if name != 'triton' and reads_backward_in_place(backend, u):
         raise RuntimeError(f'bidirectional_scan: backend {name!r} cannot run these inputs (N = '
                            f'{A.shape[-1]}) in the layout the conv produced; pass backend="chunked" to both')
     if name == 'triton':
