@@ -132,6 +132,17 @@ def _out_strides(t: Tensor, layout: str) -> Tuple[int, ...]:
     return _strides(t, 4, layout == BIDIRECTIONAL)
 
 
+def _input_args(u, delta, A, B, C, D, z, delta_bias, layout: str):
+    """What forward and backward kernels share: the input pointers (a placeholder where absent), their
+    strides, and the HAS_* flags."""
+    pointers = (u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u))
+    strides = (*u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
+               *_strides(z, 4, layout == BIDIRECTIONAL), *_strides(delta_bias, 2))
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                 BIDIRECTIONAL=layout == BIDIRECTIONAL, ATROUS=layout == ATROUS)
+    return pointers, strides, flags
+
+
 class _SelectiveScanTritonFn(torch.autograd.Function):
     """Per-channel tensors as (batch, G, Dg, L) views, any strides: u, delta, and z (batch, G or 1, Dg, L);
     A (G, Dg, N); B, C (batch, G, N, L); D, delta_bias (G, Dg).
@@ -158,15 +169,12 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)
         grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
+        pointers, strides, flags = _input_args(u, delta, A, B, C, D, z, delta_bias, layout)
         _kernels().selective_scan_fwd_kernel[grid](
-            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u), out, last, ckpt,
-            groups, dim_g, length, n_state, n_chunks,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
-            *_strides(z, 4, layout == BIDIRECTIONAL), *_strides(delta_bias, 2), *_out_strides(out, layout),
-            *(half_map or (1, 1)),
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, BIDIRECTIONAL=layout == BIDIRECTIONAL,
-            ATROUS=layout == ATROUS, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+            *pointers, out, last, ckpt, groups, dim_g, length, n_state, n_chunks,
+            *strides, *_out_strides(out, layout), *(half_map or (1, 1)),
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, **flags,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
             ctx.options = (bool(delta_softplus), layout, half_map)
@@ -194,17 +202,15 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         dD = torch.empty((batch, groups * dim_g), dtype=torch.float32, device=dev)
         dbias = torch.empty_like(dD)
         grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
+        pointers, strides, flags = _input_args(u, delta, A, B, C, D, z, delta_bias, layout)
         _kernels().selective_scan_bwd_kernel[grid](
-            u, delta, A, B, C, _or(D, u), _or(z, u), _or(delta_bias, u),
-            dout, _or(dlast, dA).contiguous(), ckpt,
+            *pointers, dout, _or(dlast, dA).contiguous(), ckpt,
             du, ddelta, _or(dz, du), dA, dB, dC, dD, dbias,
             groups, dim_g, length, n_state, n_chunks,
-            *u.stride(), *delta.stride(), *A.stride(), *B.stride(), *C.stride(), *_strides(D, 2),
-            *_strides(z, 4, layout == BIDIRECTIONAL), *_strides(delta_bias, 2),
-            *_out_strides(dout, layout), *_strides(dz, 4, layout == BIDIRECTIONAL), *(half_map or (1, 1)),
-            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, BIDIRECTIONAL=layout == BIDIRECTIONAL,
-            ATROUS=layout == ATROUS, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+            *strides, *_out_strides(dout, layout), *_strides(dz, 4, layout == BIDIRECTIONAL),
+            *(half_map or (1, 1)),
+            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, **flags,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
         return (du, ddelta, dA.sum(0).view(A.shape).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.sum(0).view(D.shape).to(D.dtype), dz,
                 None if delta_bias is None else dbias.sum(0).view(delta_bias.shape).to(delta_bias.dtype),
