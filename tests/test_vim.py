@@ -191,7 +191,7 @@ def test_bad_inputs(tmp_path):
         Vim('huge')
     with pytest.raises(ValueError, match='out of range'):
         Vim(SMALL, out_indices=(0, 4))
-    with pytest.raises(ValueError, match='embed_dims and depth'):
+    with pytest.raises(ValueError, match=r"missing arch keys \['depth'\]"):
         Vim(dict(embed_dims=16))
     with pytest.raises(ValueError, match='in_channels'):
         small_vim()(torch.randn(1, 4, 32, 32))

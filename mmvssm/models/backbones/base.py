@@ -1,4 +1,4 @@
-"""Behaviour shared by every mmvssm backbone: frozen stages, norm_eval and checkpoint loading."""
+"""The backbone contract: what every mmvssm backbone accepts and guarantees (:class:`SSMBackbone`)."""
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -9,35 +9,55 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvssm.ops import backend_plan
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
+from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from ..layers.patch_embed import check_images  # noqa: F401  (re-exported: the backbones' input check)
+from ..pretrained import PretrainedInit
 
 
-def check_images(x: torch.Tensor, in_channels: int, owner: str) -> None:
-    """Raise a clear error unless ``x`` is a (B, in_channels, H, W) image batch."""
-    if x.dim() != 4 or x.shape[1] != in_channels:
-        got = f'in_channels={x.shape[1]}' if x.dim() == 4 else 'a (B, C, H, W) batch'
-        raise ValueError(f'{owner}: expected images of shape (B, {in_channels}, H, W), got '
-                         f'{tuple(x.shape)}; pass {got} or fix the input layout')
+class SSMBackbone(PretrainedInit, BaseModule):
+    """Base class of the mmvssm backbones, and the contract all of them keep.
 
+    A backbone is a sequence of *stages* after a stem. For the staged models (EfficientVMamba,
+    EfficientViM) a stage is a resolution level; for the plain Vim a stage is one layer. The contract:
 
-class SSMBackbone(BaseModule):
-    """Base class of the mmvssm backbones.
+    * ``arch``: a name from the class's ``arch_zoo`` table (case-insensitive) or a dict with the same keys
+      (plus the model's documented optional keys, ``arch_optional``). Anything else is a ValueError naming
+      the choices (:meth:`_parse_arch`).
+    * ``out_indices``: which stages' outputs ``forward`` returns, in that order. An int or a sequence of
+      ints; negative entries count from the end and are normalised (-1 -> num_stages - 1); after that
+      they must be in ``[0, num_stages)``, strictly increasing (sorted, no repeats) and non-empty, else a
+      ValueError naming the valid range (:meth:`_parse_out_indices`). ``self.out_indices`` holds the
+      normalised tuple.
+    * ``frozen_stages``: -1 freezes nothing; 0 the stem (patch embedding, and Vim's position embedding
+      and class token); k > 0 the stem and stages 0..k-1 with what belongs to them (output norms,
+      downsampling). Frozen parameters get ``requires_grad=False`` at construction and frozen modules stay
+      in eval mode through every ``train()``. Beyond ``num_stages`` is a ValueError.
+    * ``norm_eval``: every BatchNorm stays in eval mode (frozen running statistics) while training.
+    * ``with_cp``: activation checkpointing per block, one rule for all
+      (:func:`mmvssm.models.layers.run_block`): on whenever autograd records, in train or eval mode.
+    * weights come in only through ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)``
+      (there is no ``pretrained`` argument). The file is read safely (``weights_only=True``, see
+      :mod:`mmvssm.utils.checkpoint`), the weights are found inside whatever container holds them (official
+      ``model``/``model_ema``, mmengine ``state_dict``, ``backbone.`` prefixes of full-model checkpoints),
+      converted by :meth:`convert_checkpoint`, and loaded with a report of missing and unexpected keys. A
+      checkpoint of another model is refused with a clear error.
+    * ``forward(images)`` takes (B, in_channels, H, W) (anything else: ValueError) and returns a tuple with
+      one feature per ``out_indices`` entry.
 
-    Subclasses implement :meth:`frozen_modules` (what ``frozen_stages`` freezes) and, if the official
-    checkpoints use another key layout, :meth:`convert_checkpoint`.
-
-    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)`` is handled here instead of by
-    mmengine: the file is read safely (``weights_only=True``, see :mod:`mmvssm.utils.checkpoint`), the
-    weights are found inside whatever container holds them (official ``model``/``model_ema``, mmengine
-    ``state_dict``, ``backbone.`` prefixes of full-model checkpoints), converted, and loaded with a report
-    of missing and unexpected keys. A checkpoint of another model is refused with a clear error.
+    Subclasses set ``arch_zoo`` (and ``arch_optional``), implement :meth:`frozen_modules` (what
+    ``frozen_stages`` freezes) and, if the official checkpoints use another key layout,
+    :meth:`convert_checkpoint`; their ``__init__`` ends with ``self._freeze_stages()``.
 
     Args:
-        frozen_stages: stages to freeze (-1: none). Their parameters get ``requires_grad=False`` and the
-            modules stay in eval mode.
-        norm_eval: keep every BatchNorm in eval mode while training (frozen statistics).
+        frozen_stages: stages to freeze (-1: none).
+        norm_eval: keep every BatchNorm in eval mode while training.
         init_cfg: mmengine initialisation config.
     """
+
+    # name -> dict of the required arch keys; set by each subclass
+    arch_zoo: Dict[str, dict] = {}
+    # arch keys a dict may add to the required ones (with their defaults); set by subclasses that have any
+    arch_optional: Dict[str, object] = {}
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -47,6 +67,28 @@ class SSMBackbone(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """The arch settings of a name in ``arch_zoo`` or of a dict with the same keys.
+
+        Returns a new dict holding the required keys and every optional key (defaults filled in).
+        """
+        name = cls.__name__
+        required = set(next(iter(cls.arch_zoo.values())))
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_zoo:
+                raise ValueError(f'{name}: unknown arch {arch!r}; choose one of {sorted(cls.arch_zoo)} or '
+                                 f'pass a dict with the keys {sorted(required)}')
+            arch = cls.arch_zoo[arch.lower()]
+        if not isinstance(arch, dict):
+            raise ValueError(f'{name}: arch must be one of {sorted(cls.arch_zoo)} or a dict, got {arch!r}')
+        missing, unknown = required - set(arch), set(arch) - required - set(cls.arch_optional)
+        if missing or unknown:
+            optional = f' (optional: {sorted(cls.arch_optional)})' if cls.arch_optional else ''
+            raise ValueError(f'{name}: an arch dict needs exactly the keys {sorted(required)}{optional}; '
+                             f'missing arch keys {sorted(missing)}, unknown arch keys {sorted(unknown)}')
+        return dict(cls.arch_optional, **arch)
+
     # ------------------------------------------------------------------ checks that need the arch
     def _check_frozen_stages(self, num_stages: int, unit: str = 'stages') -> None:
         """Refuse a ``frozen_stages`` beyond the model's ``num_stages`` stages (or layers)."""
@@ -54,21 +96,24 @@ class SSMBackbone(BaseModule):
             raise ValueError(f'{type(self).__name__}: frozen_stages={self.frozen_stages} but the model has '
                              f'only {num_stages} {unit} (use -1..{num_stages})')
 
-    def _stage_indices(self, out_indices: Union[int, Sequence[int]], num_stages: int,
-                       increasing: bool = False) -> Tuple[int, ...]:
-        """Validated ``out_indices`` of a staged backbone, negative entries counted from the end.
-
-        Each entry must be an int in [-num_stages, num_stages); ``increasing`` also requires them sorted
-        without repeats.
-        """
+    def _parse_out_indices(self, out_indices: Union[int, Sequence[int]],
+                           num_stages: int) -> Tuple[int, ...]:
+        """``out_indices`` normalised (negative entries counted from the end) and validated: non-empty,
+        ints in [0, num_stages), strictly increasing; a ValueError naming the valid range otherwise."""
+        name, valid = type(self).__name__, f'valid: 0..{num_stages - 1}, or -{num_stages}..-1 from the end'
         if isinstance(out_indices, int):
             out_indices = (out_indices, )
-        indices = tuple(i + num_stages if isinstance(i, int) and i < 0 else i for i in out_indices)
-        if not indices or any(not isinstance(i, int) or not 0 <= i < num_stages for i in indices) \
-                or (increasing and list(indices) != sorted(set(indices))):
-            what = 'increasing stage indices' if increasing else 'a non-empty sequence of stage indices'
-            raise ValueError(f'{type(self).__name__}: out_indices must be {what} in [0, {num_stages}), '
-                             f'got {out_indices}')
+        if not out_indices or not all(isinstance(i, int) for i in out_indices):
+            raise ValueError(f'{name}: out_indices must be an int or a non-empty sequence of ints ({valid}), '
+                             f'got {out_indices!r}')
+        for i in out_indices:
+            if not -num_stages <= i < num_stages:
+                raise ValueError(f'{name}: out_indices entry {i} is out of range for {num_stages} stages '
+                                 f'({valid}), got {tuple(out_indices)}')
+        indices = tuple(i % num_stages for i in out_indices)
+        if list(indices) != sorted(set(indices)):
+            raise ValueError(f'{name}: out_indices must be increasing without repeats (the order forward '
+                             f'returns them in), got {tuple(out_indices)} = stages {indices}')
         return indices
 
     def _log_scan_backend(self, scan_backend: str) -> None:
@@ -104,14 +149,6 @@ class SSMBackbone(BaseModule):
     def convert_checkpoint(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Map an official (or other foreign) state dict onto our key layout. Default: unchanged."""
         return state_dict
-
-    def init_weights(self) -> None:
-        cfg = pretrained_init_cfg(self.init_cfg, type(self).__name__)
-        if cfg is None:
-            super().init_weights()
-            return
-        self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
-        self._is_init = True
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None,
                         strict: bool = False) -> Dict[str, list]:

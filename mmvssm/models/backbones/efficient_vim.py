@@ -17,10 +17,13 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..layers import ChannelLayerNorm, SqueezeExcite, make_divisible, run_block
+# HEAD_KEY_PREFIXES / flatten_layer_norm_params: re-exported, the converters import them from here
+from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES as HEAD_KEY_PREFIXES
+from ..pretrained import flatten_layer_norm_params
 from .base import SSMBackbone, check_images
 
 # Official register functions of classification/models/EfficientViM.py (mlp_ratio 4, ssd_expand 1).
@@ -30,38 +33,6 @@ ARCH_SETTINGS: Dict[str, dict] = {
     'm3': dict(embed_dims=(224, 320, 512), depths=(2, 2, 2), state_dims=(49, 25, 9)),
     'm4': dict(embed_dims=(224, 320, 512), depths=(3, 4, 2), state_dims=(64, 32, 16)),
 }
-
-# Keys of the official classifier that are not part of the backbone (the fusion head owns them).
-HEAD_KEY_PREFIXES = ('norm.', 'heads.', 'heads_dist.', 'weights', 'weights_dist')
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of a channels-first tensor.
-
-    Works on (B, C, L) token maps and (B, C, H, W) feature maps alike: each position is normalised over
-    its C channels (biased variance, like the official ``LayerNorm1D``/``LayerNorm2D``).
-
-    Args:
-        num_channels: C.
-        eps: added to the variance.
-    """
-
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.num_channels = num_channels
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True, unbiased=False)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        shape = (1, -1) + (1, ) * (x.dim() - 2)
-        return x * self.weight.view(shape) + self.bias.view(shape)
-
-    def extra_repr(self) -> str:
-        return f'{self.num_channels}, eps={self.eps}'
 
 
 def conv_norm(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
@@ -79,31 +50,6 @@ def conv_norm(in_channels: int, out_channels: int, kernel_size: int = 1, stride:
     if act:
         layers.append(('act', nn.ReLU()))
     return nn.Sequential(OrderedDict(layers))
-
-
-def _make_divisible(value: float, divisor: int = 8) -> int:
-    """Round to the nearest multiple of ``divisor`` (at least ``divisor``), as timm's SE does."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
-
-
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation with biased 1x1 convs (same maths and keys as timm's ``SEModule``).
-
-    Args:
-        channels: input/output channels.
-        rd_ratio: reduction ratio; the reduced width is rounded to a multiple of 8.
-    """
-
-    def __init__(self, channels: int, rd_ratio: float = 0.25) -> None:
-        super().__init__()
-        rd_channels = _make_divisible(channels * rd_ratio)
-        self.fc1 = nn.Conv2d(channels, rd_channels, 1, bias=True)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Conv2d(rd_channels, channels, 1, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * scale.sigmoid()
 
 
 class Stem(nn.Module):
@@ -135,7 +81,7 @@ class PatchMerging(nn.Module):
         self.conv = nn.Sequential(
             conv_norm(in_dim, hidden, 1, act=True),
             conv_norm(hidden, hidden, 3, stride=2, groups=hidden, act=True),
-            SqueezeExcite(hidden, 0.25),
+            SqueezeExcite(hidden, make_divisible(hidden * 0.25)),
             conv_norm(hidden, out_dim, 1))
         self.dwconv1 = conv_norm(in_dim, in_dim, 3, groups=in_dim)
         self.dwconv2 = conv_norm(out_dim, out_dim, 3, groups=out_dim)
@@ -235,39 +181,25 @@ class EfficientViMStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():  # also when a frozen stem feeds it
-                x, h = cp.checkpoint(block, x, use_reentrant=False)
-            else:
-                x, h = block(x)
+            x, h = run_block(block, x, with_cp=self.with_cp)
         out = x
         if self.downsample is not None:
             x = self.downsample(x)
         return x, out, h
 
 
-def _parse_arch(arch: Union[str, dict]) -> dict:
-    if isinstance(arch, str):
-        if arch.lower() not in ARCH_SETTINGS:
-            raise ValueError(f'EfficientViM: unknown arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
-                             f'or pass a dict with embed_dims, depths and state_dims')
-        return dict(ARCH_SETTINGS[arch.lower()])
-    if not isinstance(arch, dict):
-        raise TypeError(f'EfficientViM: arch must be a name or a dict, got {type(arch).__name__}')
-    required = {'embed_dims', 'depths', 'state_dims'}
-    if set(arch) != required:
-        raise ValueError(f'EfficientViM: a custom arch needs exactly the keys {sorted(required)}, '
-                         f'got {sorted(arch)}')
-    lengths = {len(arch[k]) for k in required}
+def _check_arch(settings: dict) -> None:
+    """What EfficientViM needs of an arch beyond its keys: one positive int per stage in each entry."""
+    lengths = {len(settings[k]) for k in ARCH_SETTINGS['m1']}
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f'EfficientViM: embed_dims, depths and state_dims must have the same '
-                         f'non-zero length (one entry per stage), got {arch}')
-    for key in required:
-        if not all(isinstance(v, int) and v > 0 for v in arch[key]):
-            raise ValueError(f'EfficientViM: arch[{key!r}] must hold positive ints, got {arch[key]}')
-    if any(d % 8 for d in arch['embed_dims'][:1]):
+                         f'non-zero length (one entry per stage), got {settings}')
+    for key in ARCH_SETTINGS['m1']:
+        if not all(isinstance(v, int) and v > 0 for v in settings[key]):
+            raise ValueError(f'EfficientViM: arch[{key!r}] must hold positive ints, got {settings[key]}')
+    if settings['embed_dims'][0] % 8:
         raise ValueError(f'EfficientViM: embed_dims[0] must be divisible by 8 (the stem uses C/8, C/4, '
-                         f'C/2), got {arch["embed_dims"][0]}')
-    return dict(arch)
+                         f'C/2), got {settings["embed_dims"][0]}')
 
 
 @MODELS.register_module()
@@ -299,6 +231,8 @@ class EfficientViM(SSMBackbone):
             (converted automatically, classifier-head keys dropped).
     """
 
+    arch_zoo = ARCH_SETTINGS
+
     def __init__(self,
                  arch: Union[str, dict] = 'm1',
                  in_channels: int = 3,
@@ -312,13 +246,14 @@ class EfficientViM(SSMBackbone):
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
-        settings = _parse_arch(arch)
+        settings = self._parse_arch(arch)
+        _check_arch(settings)
         self.embed_dims: Tuple[int, ...] = tuple(settings['embed_dims'])
         self.depths: Tuple[int, ...] = tuple(settings['depths'])
         self.state_dims: Tuple[int, ...] = tuple(settings['state_dims'])
         num_stages = len(self.depths)
         self._check_frozen_stages(num_stages)
-        self.out_indices = self._stage_indices(out_indices, num_stages, increasing=True)
+        self.out_indices = self._parse_out_indices(out_indices, num_stages)
         self.return_hidden_states = return_hidden_states
 
         self.patch_embed = Stem(in_channels, self.embed_dims[0])
@@ -367,21 +302,6 @@ class EfficientViM(SSMBackbone):
         if self.return_hidden_states:
             return tuple(outs), tuple(hidden_states)
         return tuple(outs)
-
-
-def flatten_layer_norm_params(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official LayerNorm1D/2D store (1, C, 1)/(1, C, 1, 1) weights; ours store (C,).
-
-    A tensor is flattened when it is the weight/bias of a module whose name contains ``norm`` and it has
-    a size-1 leading dim, so BatchNorm (already (C,)) and mmvssm checkpoints pass unchanged.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        module, _, name = key.rpartition('.')
-        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
-            value = value.flatten()
-        out[key] = value
-    return out
 
 
 def convert_official_backbone(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -15,43 +15,26 @@ Key layout (ours; ``convert_official_state_dict`` maps the official one onto it)
 
 Internally tensors are channels-last (B, H, W, C) except inside the inverted residual stages.
 """
-import math
 import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from mmvssm.ops import atrous_scan
 # atrous_scan_index/atrous_scatter: re-exported, the scan order is part of this model's definition
 from mmvssm.ops.atrous import (NUM_DIRECTIONS, atrous_gather, atrous_scan_index,  # noqa: F401
                                atrous_scatter)
-from .base import SSMBackbone, check_images
+from ..layers import (PatchEmbed, SqueezeExcite, drop_path, dt_rank_for, init_A_log_, init_dt_bias_,
+                      init_dt_proj_weight_, run_block)
+from .base import SSMBackbone
 
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
-class PatchEmbed(nn.Module):
-    """Stem: Conv2d(k=s=patch_size, bias) + LayerNorm. (B, 3, H, W) -> (B, H//p, W//p, C).
-
-    Like the official stem there is no padding: sizes that are not a multiple of ``patch_size`` lose
-    their last rows/columns.
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
 class PatchMerging2D(nn.Module):
     """PatchMerging v1: (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), out_channels).
 
@@ -117,7 +100,7 @@ class ES2D(nn.Module):
         super().__init__()
         inner = int(ssm_ratio * channels)
         self.d_state = d_state
-        self.dt_rank = math.ceil(channels / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.dt_rank = dt_rank_for(channels, dt_rank)
         self.scan_backend = scan_backend
         self.in_proj = nn.Linear(channels, 2 * inner, bias=False)
         self.conv2d = nn.Conv2d(inner, inner, d_conv, padding=(d_conv - 1) // 2, groups=inner)
@@ -141,14 +124,9 @@ class ES2D(nn.Module):
         # x_proj: nn.Linear's default (kaiming uniform, a=sqrt(5)) = U(-1/sqrt(E), 1/sqrt(E)).
         bound = self.x_proj_weight.shape[-1] ** -0.5
         self.x_proj_weight.uniform_(-bound, bound)
-        std = self.dt_rank ** -0.5
-        self.dt_projs_weight.uniform_(-std, std)
-        # softplus(dt_projs_bias) ~ log-uniform in [dt_min, dt_max].
-        dt = torch.exp(torch.rand_like(self.dt_projs_bias) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min)).clamp(min=dt_init_floor)
-        self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-        self.A_logs.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand_as(
-            self.A_logs))
+        init_dt_proj_weight_(self.dt_projs_weight, self.dt_rank)
+        init_dt_bias_(self.dt_projs_bias, dt_min, dt_max, dt_init_floor)
+        init_A_log_(self.A_logs)
         self.Ds.fill_(1.0)
 
     def scan(self, x: Tensor) -> Tensor:
@@ -178,7 +156,7 @@ class EVSSBlock(nn.Module):
     both branches; ConvBranch = depthwise 3x3 (bias) -> BN -> GELU -> 1x1 conv (bias).
     """
 
-    def __init__(self, channels: int, drop_path: float = 0.0, scan_backend: str = 'auto') -> None:
+    def __init__(self, channels: int, drop_path_rate: float = 0.0, scan_backend: str = 'auto') -> None:
         super().__init__()
         self.norm = nn.LayerNorm(channels)
         self.op = ES2D(channels, scan_backend=scan_backend)
@@ -186,26 +164,12 @@ class EVSSBlock(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.BatchNorm2d(channels),
             nn.GELU(), nn.Conv2d(channels, channels, 1))
         self.se = BiAttn(channels)
-        self.drop_path = StochasticDepth(drop_path, 'row')  # per-sample DropPath, as timm's
+        self.drop_path = drop_path(drop_path_rate)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.norm(x)
         local = self.conv_branch(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return x + self.drop_path(self.se(self.op(h)) + self.se(local))
-
-
-class SqueezeExcite(nn.Module):
-    """Channels-first SE: x * sigmoid(conv_expand(ReLU(conv_reduce(avgpool(x)))))."""
-
-    def __init__(self, channels: int, reduce_channels: int) -> None:
-        super().__init__()
-        self.conv_reduce = nn.Conv2d(channels, reduce_channels, 1)
-        self.act = nn.ReLU(inplace=True)
-        self.conv_expand = nn.Conv2d(reduce_channels, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate = self.conv_expand(self.act(self.conv_reduce(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, groups: int = 1,
@@ -225,14 +189,14 @@ class InvertedResidual(nn.Module):
     """
 
     def __init__(self, channels: int, expand_ratio: int = 4, se_ratio: float = 0.125,
-                 drop_path: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         hidden = channels * expand_ratio
         self.conv_pw = _conv_bn(channels, hidden)
         self.conv_dw = _conv_bn(hidden, hidden, 3, groups=hidden)
-        self.se = SqueezeExcite(hidden, max(1, int(hidden * se_ratio)))
+        self.se = SqueezeExcite(hidden, max(1, int(hidden * se_ratio)), conv_names=('conv_reduce', 'conv_expand'))
         self.conv_pw2 = _conv_bn(hidden, channels, relu=False)
-        self.drop_path = StochasticDepth(drop_path, 'row')
+        self.drop_path = drop_path(drop_path_rate)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.drop_path(self.conv_pw2(self.se(self.conv_dw(self.conv_pw(x)))))
@@ -258,7 +222,7 @@ class EfficientVMambaStage(nn.Module):
         if block_type == 'evss':
             blocks = [EVSSBlock(channels, dp, scan_backend) for dp in drop_paths]
         elif self.channels_first:
-            blocks = [InvertedResidual(channels, drop_path=dp) for dp in drop_paths]
+            blocks = [InvertedResidual(channels, drop_path_rate=dp) for dp in drop_paths]
         else:
             raise ValueError(f"block_type must be 'evss' or 'inverted_residual', got {block_type!r}")
         self.blocks = nn.ModuleList(blocks)
@@ -270,10 +234,7 @@ class EfficientVMambaStage(nn.Module):
         if self.channels_first:
             x = x.permute(0, 3, 1, 2)
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = run_block(block, x, with_cp=self.with_cp)
         if self.channels_first:
             x = x.permute(0, 2, 3, 1)
         return x, (self.downsample(x) if self.downsample is not None else x)
@@ -359,14 +320,14 @@ class EfficientVMamba(SSMBackbone):
                  scan_backend: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
-        self.dims, self.depths = self._parse_arch(arch)
+        self.dims, self.depths = self._stage_widths(self._parse_arch(arch))
         num_stages = len(self.depths)
         self._check_frozen_stages(num_stages)
         self._log_scan_backend(scan_backend)
-        self.out_indices = self._stage_indices(out_indices, num_stages)
+        self.out_indices = self._parse_out_indices(out_indices, num_stages)
         self.in_channels = in_channels
 
-        self.patch_embed = PatchEmbed(in_channels, self.dims[0], patch_size)
+        self.patch_embed = PatchEmbed(in_channels, self.dims[0], patch_size, norm=True, owner='EfficientVMamba')
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         self.layers = nn.ModuleList()
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths)):
@@ -381,24 +342,15 @@ class EfficientVMamba(SSMBackbone):
         self.apply(self._init_linear_and_norm)
         self._freeze_stages()
 
-    @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> Tuple[List[int], List[int]]:
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_zoo:
-                raise ValueError(f'unknown EfficientVMamba arch {arch!r}; choose one of '
-                                 f'{sorted(cls.arch_zoo)} or pass dict(dims=..., depths=...)')
-            arch = cls.arch_zoo[arch.lower()]
-        if not isinstance(arch, dict) or not {'dims', 'depths'} <= set(arch):
-            raise ValueError(f"arch must be 't', 's', 'b' or dict(dims=..., depths=...), got {arch!r}")
-        extra = set(arch) - {'dims', 'depths'}
-        if extra:
-            raise ValueError(f'unknown arch keys {sorted(extra)}; only dims and depths are allowed')
+    @staticmethod
+    def _stage_widths(arch: dict) -> Tuple[List[int], List[int]]:
+        """Per-stage widths and depths of a parsed arch; an int ``dims`` is doubled per stage."""
         depths = list(arch['depths'])
         dims = arch['dims']
         dims = [int(dims * 2 ** i) for i in range(len(depths))] if isinstance(dims, int) else list(dims)
         if len(dims) != len(depths) or not depths or min(depths) < 1 or min(dims) < 1:
-            raise ValueError(f'arch needs one positive width and depth per stage, got dims={dims}, '
-                             f'depths={depths}')
+            raise ValueError(f'EfficientVMamba: arch needs one positive width and depth per stage, got '
+                             f'dims={dims}, depths={depths}')
         return dims, depths
 
     @staticmethod
@@ -424,7 +376,6 @@ class EfficientVMamba(SSMBackbone):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """(B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) for i in out_indices."""
-        check_images(x, self.in_channels, 'EfficientVMamba')
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

@@ -21,14 +21,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan
-from ..necks.vim_pyramid import VimFeaturePyramid
-from .base import SSMBackbone, check_images
+from ..layers import (PatchEmbed, RMSNorm, VimFeaturePyramid, drop_path, dt_rank_for, init_A_log_,
+                      init_dt_bias_, init_dt_proj_weight_, run_block)
+from ..layers.patch_embed import IntPair, to_pair
+from .base import SSMBackbone
 
 ARCH_SETTINGS: Dict[str, Dict[str, int]] = {
     'tiny': dict(embed_dims=192, depth=24),
@@ -39,12 +39,6 @@ ARCH_SETTINGS: Dict[str, Dict[str, int]] = {
 MIXER_DEFAULTS = dict(d_state=16, expand=2, d_conv=4, dt_rank='auto')
 OUT_TYPES = ('featmap', 'raw', 'cls_token')
 FEATURES = ('residual', 'mixer')
-
-IntPair = Union[int, Tuple[int, int]]
-
-
-def _pair(x: IntPair) -> Tuple[int, int]:
-    return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,23 +96,6 @@ def grid_of(num_entries: int, what: str) -> Tuple[int, int]:
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
-class RMSNorm(nn.Module):
-    """RMSNorm ``x / sqrt(mean(x^2) + eps) * weight``, computed in fp32 (no bias, as Mamba's kernel).
-
-    Shapes: (..., D) -> (..., D) in the input dtype.
-    """
-
-    def __init__(self, dims: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dims))
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
-        return y.to(x.dtype)
-
-
 class BiMambaMixer(nn.Module):
     """Bidirectional Mamba mixer ("bimamba v2") of Vim, with the official parameter names.
 
@@ -142,7 +119,7 @@ class BiMambaMixer(nn.Module):
         super().__init__()
         inner = expand * dims
         self.inner, self.d_state, self.d_conv = inner, d_state, d_conv
-        self.dt_rank = math.ceil(dims / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.dt_rank = dt_rank_for(dims, dt_rank)
         self.divide_out = divide_out
         self.scan_backend = scan_backend
         # Registration order follows the official module so state_dict() lists keys in the same order.
@@ -164,15 +141,12 @@ class BiMambaMixer(nn.Module):
     def reset_parameters(self, depth: int, dt_min: float = 1e-3, dt_max: float = 1e-1,
                          dt_floor: float = 1e-4) -> None:
         """Official init, including its asymmetry: the backward dt bias starts at zero (spec §1.5)."""
-        a = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.inner, -1)
-        self.A_log.copy_(a.log())
-        self.A_b_log.copy_(a.log())
+        init_A_log_(self.A_log)
+        init_A_log_(self.A_b_log)
         self.D.fill_(1.0)
         self.D_b.fill_(1.0)
-        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
-        dt = torch.exp(torch.rand(self.inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        init_dt_proj_weight_(self.dt_proj.weight, self.dt_rank)
+        init_dt_bias_(self.dt_proj.bias, dt_min, dt_max, dt_floor)
         self.dt_proj_b.bias.zero_()
         nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
         self.out_proj.weight /= math.sqrt(depth)  # GPT-2 style residual rescale
@@ -225,12 +199,12 @@ class VimLayer(nn.Module):
     Shapes: (B, L, D) -> ((B, L, D) new stream, (B, L, D) mixer output).
     """
 
-    def __init__(self, dims: int, mixer_cfg: Dict, drop_path: float = 0., norm_eps: float = 1e-5,
+    def __init__(self, dims: int, mixer_cfg: Dict, drop_path_rate: float = 0., norm_eps: float = 1e-5,
                  residual_in_fp32: bool = True) -> None:
         super().__init__()
         self.mixer = BiMambaMixer(dims, **mixer_cfg)
         self.norm = RMSNorm(dims, eps=norm_eps)
-        self.drop_path = StochasticDepth(drop_path, mode='row') if drop_path > 0 else nn.Identity()
+        self.drop_path = drop_path(drop_path_rate)
         self.residual_in_fp32 = residual_in_fp32
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -238,33 +212,6 @@ class VimLayer(nn.Module):
             x = x.float()
         hidden = self.mixer(self.norm(x))
         return x + self.drop_path(hidden), hidden
-
-
-class PatchEmbed(nn.Module):
-    """``Conv2d(C_in, D, patch, stride)`` patch embedding that pads the image to whole patches.
-
-    An (H, W) image is zero-padded at the bottom/right to the smallest size that the kernel tiles with the
-    stride, so the grid is h = ceil((H - patch) / stride) + 1 (= ceil(H / 16) for patch = stride = 16).
-
-    Shapes: (B, C_in, H, W) -> ((B, h*w, D), (h, w)).
-    """
-
-    def __init__(self, in_channels: int, dims: int, patch_size: Tuple[int, int],
-                 stride: Tuple[int, int]) -> None:
-        super().__init__()
-        self.in_channels, self.patch_size, self.stride = in_channels, patch_size, stride
-        self.proj = nn.Conv2d(in_channels, dims, kernel_size=patch_size, stride=stride)
-
-    def grid_size(self, hw: Tuple[int, int]) -> Tuple[int, int]:
-        return tuple(math.ceil(max(s - p, 0) / t) + 1 for s, p, t in zip(hw, self.patch_size, self.stride))
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        check_images(x, self.in_channels, 'Vim')
-        grid = self.grid_size(x.shape[-2:])
-        pad = [(g - 1) * t + p - s for g, t, p, s in zip(grid, self.stride, self.patch_size, x.shape[-2:])]
-        if any(pad):
-            x = F.pad(x, (0, pad[1], 0, pad[0]))
-        return self.proj(x).flatten(2).transpose(1, 2), grid
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,6 +255,9 @@ class Vim(SSMBackbone):
             ``model``/``model_ema``) or ours; see :meth:`convert_checkpoint`.
     """
 
+    arch_zoo = ARCH_SETTINGS
+    arch_optional = MIXER_DEFAULTS  # a dict arch may override the mixer's hyper-parameters
+
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
                  img_size: IntPair = 224,
@@ -343,14 +293,14 @@ class Vim(SSMBackbone):
             raise ValueError("Vim: out_type='cls_token' needs with_cls_token=True")
         if feature not in FEATURES:
             raise ValueError(f'Vim: feature must be one of {FEATURES}, got {feature!r}')
-        self.out_indices = self._parse_out_indices(out_indices, depth)
+        self.out_indices = self._default_out_indices(out_indices)
         self.out_type, self.feature = out_type, feature
         self.with_cls_token, self.with_cp = with_cls_token, with_cp
 
-        patch_size = _pair(patch_size)
-        stride = _pair(stride if stride is not None else patch_size)
-        self.img_size = _pair(img_size)
-        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, stride)
+        patch_size = to_pair(patch_size)
+        stride = to_pair(stride if stride is not None else patch_size)
+        self.img_size = to_pair(img_size)
+        self.patch_embed = PatchEmbed(in_channels, dims, patch_size, stride, pad_to_patches=True, owner='Vim')
         self.pretrain_grid = self.patch_embed.grid_size(self.img_size)
         num_pos = self.pretrain_grid[0] * self.pretrain_grid[1] + int(with_cls_token)
         # Parameter order as the official model: cls_token, pos_embed, patch_embed, layers, norm_f.
@@ -363,7 +313,7 @@ class Vim(SSMBackbone):
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         mixer_cfg = dict(arch_cfg, divide_out=divide_out, depth=depth, scan_backend=scan_backend)
         self.layers = nn.ModuleList(
-            VimLayer(dims, mixer_cfg, drop_path=dpr[i], norm_eps=norm_eps,
+            VimLayer(dims, mixer_cfg, drop_path_rate=dpr[i], norm_eps=norm_eps,
                      residual_in_fp32=residual_in_fp32) for i in range(depth))
         self.final_norm = final_norm
         if final_norm:
@@ -381,38 +331,16 @@ class Vim(SSMBackbone):
                 raise ValueError(f'Vim: the feature pyramid needs a square patch stride, got {stride}')
             self.pyramid = VimFeaturePyramid(dims, in_stride=stride[0], **pyramid_cfg)
         self._init_embeddings()
+        self._freeze_stages()
 
     # ------------------------------------------------------------------ construction helpers
-    @staticmethod
-    def _parse_arch(arch: Union[str, Dict]) -> Dict:
-        if isinstance(arch, str):
-            if arch.lower() not in ARCH_SETTINGS:
-                raise ValueError(f'Vim: unknown arch {arch!r}; choose one of {sorted(ARCH_SETTINGS)} '
-                                 f'or pass a dict with embed_dims and depth')
-            arch = ARCH_SETTINGS[arch.lower()]
-        if not isinstance(arch, dict) or not {'embed_dims', 'depth'} <= set(arch):
-            raise ValueError(f'Vim: an arch dict needs the keys embed_dims and depth, got {arch!r}')
-        unknown = set(arch) - {'embed_dims', 'depth'} - set(MIXER_DEFAULTS)
-        if unknown:
-            raise ValueError(f'Vim: unknown arch keys {sorted(unknown)}; allowed: embed_dims, depth, '
-                             f'{", ".join(MIXER_DEFAULTS)}')
-        return dict(MIXER_DEFAULTS, **arch)
-
-    @staticmethod
-    def _parse_out_indices(out_indices: Optional[Sequence[int]], depth: int) -> Tuple[int, ...]:
+    def _default_out_indices(self, out_indices: Optional[Sequence[int]]) -> Tuple[int, ...]:
+        """Validated ``out_indices``; None is the last layer of each quarter."""
         if out_indices is None:
-            if depth < 4:
-                raise ValueError(f'Vim: depth={depth} < 4 has no default out_indices; set them')
-            return tuple(depth * (k + 1) // 4 - 1 for k in range(4))
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        parsed = []
-        for idx in out_indices:
-            if not -depth <= idx < depth:
-                raise ValueError(f'Vim: out_indices entry {idx} is out of range for depth={depth} '
-                                 f'(valid: {-depth}..{depth - 1})')
-            parsed.append(idx % depth)
-        return tuple(parsed)
+            if self.depth < 4:
+                raise ValueError(f'Vim: depth={self.depth} < 4 has no default out_indices; set them')
+            out_indices = tuple(self.depth * (k + 1) // 4 - 1 for k in range(4))
+        return self._parse_out_indices(out_indices, self.depth)
 
     def _init_embeddings(self) -> None:
         """Official model-level init: lecun-normal patch conv, trunc-normal(0.02) pos/cls."""
@@ -462,15 +390,12 @@ class Vim(SSMBackbone):
 
     # ------------------------------------------------------------------ forward
     def _embed(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        tokens, grid = self.patch_embed(x)
+        tokens = self.patch_embed(x)  # (B, h, w, D)
+        grid = tuple(tokens.shape[1:3])
+        tokens = tokens.flatten(1, 2)
         if self.with_cls_token:
             tokens = insert_middle(tokens, self.cls_token.expand(tokens.shape[0], -1, -1))
         return self.pos_drop(tokens + self._pos_embed_for(grid)), grid
-
-    def _run_layer(self, layer: VimLayer, x: Tensor) -> Tuple[Tensor, Tensor]:
-        if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(layer, x, use_reentrant=False)
-        return layer(x)
 
     def _format(self, tokens: Tensor, grid: Tuple[int, int]) -> Tensor:
         """Tokens (B, L, D) -> the output of ``out_type``."""
@@ -491,7 +416,7 @@ class Vim(SSMBackbone):
         x, grid = self._embed(x)
         outs = []
         for i, layer in enumerate(self.layers):
-            x, hidden = self._run_layer(layer, x)
+            x, hidden = run_block(layer, x, with_cp=self.with_cp)
             if i in self.out_indices:
                 out = x if self.feature == 'residual' else hidden
                 if i == self.depth - 1 and self.final_norm:

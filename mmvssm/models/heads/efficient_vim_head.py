@@ -8,9 +8,9 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from mmvssm.models.backbones.efficient_vim import (HEAD_KEY_PREFIXES, ChannelLayerNorm,
-                                                   flatten_layer_norm_params)
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
+from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from ..layers import ChannelLayerNorm
+from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES, PretrainedInit, flatten_layer_norm_params
 
 
 def convert_official_head(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -19,12 +19,12 @@ def convert_official_head(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     if any(k.startswith('head.') for k in state_dict):
         head = {k[len('head.'):]: v for k, v in state_dict.items() if k.startswith('head.')}
     else:
-        head = {k: v for k, v in state_dict.items() if k.startswith(HEAD_KEY_PREFIXES)}
+        head = {k: v for k, v in state_dict.items() if k.startswith(EFFICIENT_VIM_HEAD_KEY_PREFIXES)}
     return flatten_layer_norm_params(head)
 
 
 @MODELS.register_module()
-class EfficientViMFusionHead(ClsHead):
+class EfficientViMFusionHead(PretrainedInit, ClsHead):
     """EfficientViM's multi-stage hidden-state fusion head.
 
     For each stage s the hidden state h_s (B, C_s, N_s) of its last block is channel-normalised
@@ -113,14 +113,6 @@ class EfficientViMFusionHead(ClsHead):
                 'this head does not have; train with distillation=False (the distilled heads are for '
                 'evaluating/fine-tuning official *_dist checkpoints)')
         return super().loss(feats, data_samples, **kwargs)
-
-    def init_weights(self) -> None:
-        cfg = pretrained_init_cfg(self.init_cfg, type(self).__name__)
-        if cfg is None:
-            super().init_weights()
-            return
-        self.load_pretrained(cfg['checkpoint'])
-        self._is_init = True
 
     def load_pretrained(self, path: str) -> Dict[str, list]:
         """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one."""

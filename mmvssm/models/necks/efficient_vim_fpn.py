@@ -17,7 +17,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from mmvssm.models.backbones.efficient_vim import ChannelLayerNorm
+from ..layers import ChannelLayerNorm
 
 
 @MODELS.register_module()
