@@ -7,43 +7,25 @@
 # Test: the official AlignResize (keep ratio to 2048x512, then resize to a multiple of 32) is approximated
 # by a keep-ratio resize + padding to a multiple of 32 (size_divisor of the data preprocessor).
 _base_ = [
-    './_base_/datasets/ade20k.py', './_base_/default_runtime_seg.py', './_base_/schedules/seg_40k.py'
+    'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/ade20k.py', './_base_/default_runtime_seg.py',
+    './_base_/schedules/seg_40k.py'
 ]
 crop_size = (512, 512)
-norm_cfg = dict(type='SyncBN', requires_grad=True)
 pretrained = 'checkpoints/EfficientViM_M4_e450.pth'
+# mmseg's semantic FPN (FPN neck with num_outs=4, FPNHead), with our backbone on ADE20K.
 model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=crop_size,
-        test_cfg=dict(size_divisor=32)),
+    pretrained=None,  # weights come through the backbone's init_cfg
+    data_preprocessor=dict(size=crop_size, test_cfg=dict(size_divisor=32)),
     backbone=dict(
+        _delete_=True,
         type='EfficientViM',
         arch='m4',
         out_indices=(0, 1, 2),
         frozen_stages=-1,
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(type='FPN', in_channels=[224, 320, 512], out_channels=256, num_outs=4),
-    decode_head=dict(
-        type='FPNHead',
-        in_channels=[256, 256, 256, 256],
-        in_index=[0, 1, 2, 3],
-        feature_strides=[4, 8, 16, 32],
-        channels=128,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    neck=dict(in_channels=[224, 320, 512]),
+    decode_head=dict(num_classes=150))
 
 optim_wrapper = dict(
     type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=1e-4))

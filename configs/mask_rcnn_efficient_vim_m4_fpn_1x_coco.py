@@ -7,7 +7,7 @@
 # AdamW lr 2e-4, wd 0.05, no clipping, no fp16; 500-iter linear warm-up, lr x0.1 at epochs 8 and 11.
 # The official run used 16 images on 1 GPU; here 8 GPUs x 2 (same total; BN is frozen, so equivalent).
 _base_ = [
-    './_base_/models/mask_rcnn_fpn.py', './_base_/datasets/coco_instance.py',
+    './_base_/models/mask_rcnn_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     './_base_/schedules/det_1x.py', './_base_/default_runtime_det.py'
 ]
 # Official ImageNet-1k weights (the official detection code uses EfficientViM_M4_e450.pth, non-EMA

@@ -5,7 +5,7 @@
 # depths (2, 2, 9, 2) and inherited FPN widths do not match the T checkpoint; fixed here.
 # Paper (Table 7, 1x): 35.6 box AP / 33.2 mask AP.
 _base_ = [
-    './_base_/models/mask_rcnn_fpn.py', './_base_/datasets/coco_instance.py',
+    './_base_/models/mask_rcnn_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     './_base_/schedules/det_1x.py', './_base_/default_runtime_det.py'
 ]
 # Official ImageNet-1k weights (HF TerryPei/EfficientVMamba-Tiny); official or converted files both load.

@@ -3,7 +3,7 @@
 # position embedding stored at 1024 (64x64 grid, resized from a 224 checkpoint on loading) and
 # interpolated to each batch's padded size at run time.
 _base_ = [
-    '_base_/models/mask_rcnn_fpn.py', '_base_/datasets/coco_instance.py',
+    '_base_/models/mask_rcnn_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     '_base_/schedules/det_1x.py', '_base_/default_runtime_det.py'
 ]
 embed_dims = 192

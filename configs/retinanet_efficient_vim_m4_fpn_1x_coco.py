@@ -4,19 +4,15 @@
 # stride 8 and one stride-2 conv on the normalised stage-2 map ('on_input'): strides 8, 16, 32, 64, 128.
 # AdamW lr 2e-4, wd 0.05, 1x schedule, BN frozen, 16 images per iteration.
 _base_ = [
-    './_base_/datasets/coco_instance.py', './_base_/schedules/det_1x.py',
-    './_base_/default_runtime_det.py'
+    'mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/datasets/coco_detection.py',
+    './_base_/schedules/det_1x.py', './_base_/default_runtime_det.py'
 ]
 pretrained = 'checkpoints/EfficientViM_M4_e450.pth'
+# mmdet's RetinaNet (heads, anchors, assigner, test settings) and COCO boxes-only data, with our backbone and
+# the official neck.
 model = dict(
-    type='RetinaNet',
-    data_preprocessor=dict(
-        type='DetDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_size_divisor=32),
     backbone=dict(
+        _delete_=True,
         type='EfficientViM',
         arch='m4',
         out_indices=(0, 1, 2),
@@ -24,6 +20,7 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(
+        _delete_=True,
         type='EfficientViMFPN',
         in_channels=[224, 320, 512],
         out_channels=256,
@@ -31,56 +28,7 @@ model = dict(
         start_level=0,
         add_extra_convs='on_input',
         num_extra_trans_convs=1,
-        pre_norm=True),
-    bbox_head=dict(
-        type='RetinaHead',
-        num_classes=80,
-        in_channels=256,
-        stacked_convs=4,
-        feat_channels=256,
-        anchor_generator=dict(
-            type='AnchorGenerator',
-            octave_base_scale=4,
-            scales_per_octave=3,
-            ratios=[0.5, 1.0, 2.0],
-            strides=[8, 16, 32, 64, 128]),
-        bbox_coder=dict(
-            type='DeltaXYWHBBoxCoder', target_means=[.0, .0, .0, .0], target_stds=[1.0, 1.0, 1.0, 1.0]),
-        loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
-    train_cfg=dict(
-        assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0,
-                      ignore_iof_thr=-1),
-        sampler=dict(type='PseudoSampler'),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
-    test_cfg=dict(
-        nms_pre=1000,
-        min_bbox_size=0,
-        score_thr=0.05,
-        nms=dict(type='nms', iou_threshold=0.5),
-        max_per_img=100))
-
-# Boxes only: no mask loading, box AP only.
-train_dataloader = dict(
-    batch_size=2,
-    dataset=dict(pipeline=[
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-        dict(type='RandomFlip', prob=0.5),
-        dict(type='PackDetInputs')
-    ]))
-val_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
-]))
-test_dataloader = val_dataloader
-val_evaluator = dict(metric='bbox')
-test_evaluator = val_evaluator
+        pre_norm=True))
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05))

@@ -6,7 +6,7 @@
 # (stride 32, the penultimate stage like ResNet's C4). BatchNorm statistics frozen as in the official
 # dense setups.
 _base_ = [
-    './_base_/models/upernet.py', './_base_/datasets/ade20k.py',
+    './_base_/models/upernet.py', 'mmseg::_base_/datasets/ade20k.py',
     './_base_/default_runtime_seg.py', './_base_/schedules/seg_160k.py'
 ]
 crop_size = (512, 512)

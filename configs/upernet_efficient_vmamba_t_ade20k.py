@@ -3,7 +3,7 @@
 # configs inherit mmseg's Swin UperNet recipe: AdamW lr 6e-5, wd 0.01 (no decay on norms), 1500-iter
 # linear warm-up, poly decay, drop_path 0.3. Paper: 38.9 mIoU (SS) / 39.3 (MS), 14M params.
 _base_ = [
-    './_base_/models/upernet.py', './_base_/datasets/ade20k.py',
+    './_base_/models/upernet.py', 'mmseg::_base_/datasets/ade20k.py',
     './_base_/default_runtime_seg.py', './_base_/schedules/seg_160k.py'
 ]
 crop_size = (512, 512)

@@ -2,7 +2,7 @@
 # Pretrained weights: set `pretrained` to an official checkpoint (e.g. vim_t_midclstok_76p1acc.pth) or a
 # tools/model_converters/vim2mmvssm.py output; the class token is dropped and pos_embed resized to 32x32.
 _base_ = [
-    '_base_/models/upernet.py', '_base_/datasets/ade20k.py',
+    '_base_/models/upernet.py', 'mmseg::_base_/datasets/ade20k.py',
     '_base_/default_runtime_seg.py', '_base_/schedules/seg_60k.py'
 ]
 crop_size = (512, 512)

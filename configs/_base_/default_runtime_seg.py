@@ -1,15 +1,3 @@
-# Runtime shared by the mmseg (semantic segmentation) configs of mmvssm.
-default_scope = 'mmseg'
+# mmseg's runtime, plus what every mmvssm segmentation config needs: importing mmvssm (the backbones).
+_base_ = ['mmseg::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
-env_cfg = dict(
-    cudnn_benchmark=True,
-    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
-vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
-log_processor = dict(by_epoch=False)
-log_level = 'INFO'
-load_from = None
-resume = False
-tta_model = dict(type='SegTTAModel')
-# default_hooks (with the checkpoint interval) come with each schedules/seg_*.py, as in mmseg.

@@ -1,6 +1,7 @@
 # The generated tiny ADE20K-format sample (tools/misc/make_tiny_datasets.py): 128x128 images, 96x96 crops,
-# no worker processes, so a CPU trains it in minutes. Same dataset class and label convention as ade20k.py.
-_base_ = ['./ade20k.py']
+# no worker processes, so a CPU trains it in minutes.
+# Same dataset class and label convention as mmseg's ade20k.py.
+_base_ = ['mmseg::_base_/datasets/ade20k.py']
 data_root = 'data/tiny/ade'
 crop_size = (96, 96)
 train_pipeline = [
@@ -17,7 +18,7 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
-# tta_pipeline (flip x scale 0.5-1.75) comes unchanged from ade20k.py
+# tta_pipeline (flip x scale 0.5-1.75) comes unchanged from mmseg's ade20k.py
 train_dataloader = dict(
     batch_size=4,
     num_workers=0,

@@ -1,6 +1,7 @@
 # The generated tiny COCO-format sample (tools/misc/make_tiny_datasets.py): 128x128 images kept at 128 px,
-# no worker processes, so a CPU trains it in minutes. Same dataset class and metric as coco_instance.py.
-_base_ = ['./coco_instance.py']
+# no worker processes, so a CPU trains it in minutes.
+# Same dataset class and metric as mmdet's coco_instance.py.
+_base_ = ['mmdet::_base_/datasets/coco_instance.py']
 data_root = 'data/tiny/coco/'
 backend_args = None
 train_pipeline = [

@@ -1,40 +1,8 @@
-# UperNet (EncoderDecoder + UPerHead + FCN auxiliary head) for ADE20K; the backbone is set by each config
+# mmseg's UperNet (UPerHead + FCN auxiliary head) on ADE20K (150 classes). Each config sets the backbone
 # with `backbone=dict(_delete_=True, type=..., ...)` and the head widths with `in_channels`/`channels`.
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255)
+_base_ = ['mmseg::_base_/models/upernet_r50.py']
 model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
-    pretrained=None,
-    backbone=dict(type='Vim', arch='tiny'),
-    decode_head=dict(
-        type='UPerHead',
-        in_channels=[192, 192, 192, 192],
-        in_index=[0, 1, 2, 3],
-        pool_scales=(1, 2, 3, 6),
-        channels=512,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    auxiliary_head=dict(
-        type='FCNHead',
-        in_channels=192,
-        in_index=2,
-        channels=256,
-        num_convs=1,
-        concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    pretrained=None,  # weights come through the backbone's init_cfg
+    backbone=dict(_delete_=True, type='Vim', arch='tiny'),
+    decode_head=dict(in_channels=[192, 192, 192, 192], num_classes=150),
+    auxiliary_head=dict(in_channels=192, num_classes=150))
