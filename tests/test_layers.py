@@ -79,3 +79,24 @@ def test_run_block_checkpoints_only_when_autograd_records(monkeypatch):
         run_block(block, x, with_cp=True)
     run_block(block, x, with_cp=False)
     assert calls == [1]
+
+
+def test_backbones_necks_and_heads_do_not_import_each_other():
+    """Siblings share code through models/layers (and models/pretrained.py), never directly."""
+    import ast
+    import glob
+    import os.path as osp
+    models = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmvssm', 'models')
+    siblings = ('backbones', 'necks', 'heads')
+    found = []
+    for owner in siblings:
+        for path in glob.glob(osp.join(models, owner, '*.py')):
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom):
+                    # resolve `from ..x import` / `from mmvssm.models.x import` to the sub-package x
+                    parts = (node.module or '').split('.')
+                    target = parts[0] if node.level == 2 else parts[2] if parts[:2] == ['mmvssm', 'models'] \
+                        and len(parts) > 2 else None
+                    if target in siblings and target != owner:
+                        found.append(f'{owner}/{osp.basename(path)} imports {target}')
+    assert not found, found
