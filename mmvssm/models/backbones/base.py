@@ -1,15 +1,16 @@
 """Behaviour shared by every mmvssm backbone: frozen stages, norm_eval and checkpoint loading."""
+import functools
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvssm.ops import backend_plan
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file, pretrained_init_cfg
+from mmvssm.utils.checkpoint import DEFAULT_MIN_RESTORED, load_pretrained, pretrained_init_cfg
 
 
 def check_images(x: torch.Tensor, in_channels: int, owner: str) -> None:
@@ -26,11 +27,12 @@ class SSMBackbone(BaseModule):
     Subclasses implement :meth:`frozen_modules` (what ``frozen_stages`` freezes) and, if the official
     checkpoints use another key layout, :meth:`convert_checkpoint`.
 
-    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)`` is handled here instead of by
-    mmengine: the file is read safely (``weights_only=True``, see :mod:`mmvssm.utils.checkpoint`), the
-    weights are found inside whatever container holds them (official ``model``/``model_ema``, mmengine
-    ``state_dict``, ``backbone.`` prefixes of full-model checkpoints), converted, and loaded with a report
-    of missing and unexpected keys. A checkpoint of another model is refused with a clear error.
+    ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)`` (or ``pretrained=PATH``) is handled
+    here instead of by mmengine, through :func:`mmvssm.utils.checkpoint.load_pretrained`: the file is read
+    safely (``weights_only=True``), the weights are found inside whatever container holds them (official
+    ``model``/``model_ema``, mmengine ``state_dict``, ``backbone.`` prefixes of whole-model checkpoints),
+    converted, and loaded with a restored/expected report. A checkpoint that restores too little or has
+    tensors of other shapes is refused with a clear error.
 
     Args:
         frozen_stages: stages to freeze (-1: none). Their parameters get ``requires_grad=False`` and the
@@ -38,6 +40,30 @@ class SSMBackbone(BaseModule):
         norm_eval: keep every BatchNorm in eval mode while training (frozen statistics).
         init_cfg: mmengine initialisation config.
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Every backbone accepts ``pretrained=PATH`` (as mmseg's segmentors pass it to their backbone):
+        it means ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``; giving both is an error."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None or getattr(init, '_takes_pretrained', False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, pretrained: Optional[str] = None, **kw) -> None:
+            if pretrained is not None:
+                if kw.get('init_cfg') is not None:
+                    raise ValueError(f'{cls.__name__}: give either pretrained={pretrained!r} or init_cfg='
+                                     f"{kw['init_cfg']!r}, not both (pretrained=PATH means init_cfg="
+                                     f"dict(type='Pretrained', checkpoint=PATH))")
+                if not isinstance(pretrained, str):
+                    raise TypeError(f'{cls.__name__}: pretrained must be a checkpoint path, got '
+                                    f'{pretrained!r}')
+                kw['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
+            init(self, *args, **kw)
+
+        __init__._takes_pretrained = True
+        cls.__init__ = __init__
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -114,40 +140,14 @@ class SSMBackbone(BaseModule):
         self._is_init = True
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None,
-                        strict: bool = False) -> Dict[str, list]:
-        """Load a checkpoint file (official or ours) into this backbone.
+                        min_restored: float = DEFAULT_MIN_RESTORED) -> Dict[str, list]:
+        """Load a checkpoint file (official layout or ours) into this backbone.
 
-        Args:
-            path: checkpoint file.
-            prefix: only use keys under this prefix (e.g. ``'backbone.'``); by default a ``backbone.``
-                prefix is stripped when every backbone key carries it.
-            strict: raise if any backbone key is missing.
+        See :func:`mmvssm.utils.checkpoint.load_pretrained`: the keys under ``prefix`` (default: the
+        ``backbone.`` part of a whole-model file) are converted, loaded and reported; restoring less than
+        ``min_restored`` of this backbone's tensors, or any tensor of another shape, is an error.
 
         Returns:
-            dict with the ``missing_keys`` and ``unexpected_keys`` lists.
+            dict with the ``restored``, ``missing``, ``mismatched`` and ``unexpected`` key lists.
         """
-        state = extract_state_dict(load_checkpoint_file(path))
-        if prefix is None and any(k.startswith('backbone.') for k in state):
-            prefix = 'backbone.'
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        state = self.convert_checkpoint(state)
-        own = self.state_dict()
-        matched = [k for k in state if k in own]
-        name = type(self).__name__
-        if not matched:
-            raise ValueError(f'{name}: none of the {len(state)} keys in {path!r} match this backbone '
-                             f'(e.g. {sorted(state)[:3]}): is it a checkpoint of another model?')
-        mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                      for k in matched if state[k].shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'{name}: {len(mismatched)} tensors in {path!r} have other shapes than '
-                             f'this backbone (another arch?): ' + '; '.join(mismatched[:5]))
-        result = self.load_state_dict(state, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-        if strict and missing:
-            raise ValueError(f'{name}: keys missing from {path!r}: {missing[:10]}')
-        logger = MMLogger.get_current_instance()
-        print_log(f'{name}: loaded {len(matched)} tensors from {path}; missing keys: '
-                  f'{missing or "none"}; unexpected keys: {unexpected or "none"}', logger=logger)
-        return {'missing_keys': missing, 'unexpected_keys': unexpected}
+        return load_pretrained(self, path, prefix=prefix, min_restored=min_restored)

@@ -21,6 +21,8 @@ import torch.utils.checkpoint as cp
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from mmvssm.utils.checkpoint import flatten_norm_params
+
 from .base import SSMBackbone, check_images
 
 # Official register functions of classification/models/EfficientViM.py (mlp_ratio 4, ssd_expand 1).
@@ -369,22 +371,7 @@ class EfficientViM(SSMBackbone):
         return tuple(outs)
 
 
-def flatten_layer_norm_params(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official LayerNorm1D/2D store (1, C, 1)/(1, C, 1, 1) weights; ours store (C,).
-
-    A tensor is flattened when it is the weight/bias of a module whose name contains ``norm`` and it has
-    a size-1 leading dim, so BatchNorm (already (C,)) and mmvssm checkpoints pass unchanged.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        module, _, name = key.rpartition('.')
-        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
-            value = value.flatten()
-        out[key] = value
-    return out
-
-
 def convert_official_backbone(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Backbone weights of an official EfficientViM classifier (or detection/segmentation) state dict."""
     backbone = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_KEY_PREFIXES)}
-    return flatten_layer_norm_params(backbone)
+    return flatten_norm_params(backbone)

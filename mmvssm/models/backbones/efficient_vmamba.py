@@ -438,15 +438,3 @@ class EfficientVMamba(SSMBackbone):
         """Official layout -> ours; the classifier is dropped (outnorms stay freshly initialised)."""
         state = convert_official_state_dict(state_dict)
         return {k: v for k, v in state.items() if not k.startswith('classifier.')}
-
-    def load_pretrained(self, path: str, prefix: Optional[str] = None,
-                        strict: bool = False) -> Dict[str, list]:
-        """Load and fail loudly on any mismatch other than the (expected) missing ``outnorm{i}``."""
-        result = super().load_pretrained(path, prefix=prefix, strict=strict)
-        missing = [k for k in result['missing_keys'] if not k.startswith('outnorm')]
-        if missing or result['unexpected_keys']:
-            raise ValueError(
-                f'EfficientVMamba(dims={self.dims}, depths={self.depths}): {path!r} does not match '
-                f'this arch: missing {missing[:8]}, unexpected {result["unexpected_keys"][:8]}; '
-                f'check `arch` against the checkpoint (T/S have depths [2, 2, 4, 2], B [2, 2, 9, 2]).')
-        return result

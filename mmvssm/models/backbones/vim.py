@@ -17,6 +17,7 @@ Dense prediction: the selected layers' token maps (B, D, H/16, W/16), optionally
 4/8/16/32 by :class:`~mmvssm.models.necks.VimFeaturePyramid`.
 """
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -514,6 +515,8 @@ class Vim(SSMBackbone):
             raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*): a legacy v1 model with '
                              'a head class token; only the released middle-class-token models are supported')
         state = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+        if getattr(self, 'multi_scale', False):  # official seg/ backbone: fpn{i}.* -> pyramid.fpn{i}.*
+            state = {('pyramid.' + k) if re.match(r'fpn\d+\.', k) else k: v for k, v in state.items()}
         if not self.final_norm:
             state.pop('norm_f.weight', None)
         if 'pos_embed' not in state:
