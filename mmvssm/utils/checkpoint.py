@@ -4,8 +4,9 @@ mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; on recent torch t
 resume checkpoints (numpy arrays, ``HistoryBuffer``) and official checkpoints that store an
 ``argparse.Namespace``. Rather than turning the safety off, we keep ``weights_only=True`` and allow-list
 the few plain-data classes those files really contain. A file that needs anything else is refused with a
-message naming the classes and the explicit opt-in (``allow_unsafe=True`` or
-``MMVSSM_ALLOW_UNSAFE_LOAD=1``), which should only be used for files from a trusted source.
+message naming the classes and the explicit opt-in for that one file (``allow_unsafe=True`` or
+``MMVSSM_ALLOW_UNSAFE_LOAD=/path/of/the/file.pth``), which should only be used for files from a trusted
+source.
 """
 import argparse
 import collections
@@ -57,8 +58,9 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
     Args:
         path: local file path.
         map_location: as for ``torch.load``.
-        allow_unsafe: load with full pickle if the safe load fails. Defaults to the environment variable
-            ``MMVSSM_ALLOW_UNSAFE_LOAD=1``. Only for files from a trusted source.
+        allow_unsafe: load with full pickle if the safe load fails. Default: only when the environment
+            variable ``MMVSSM_ALLOW_UNSAFE_LOAD`` names this file (see :func:`env_trusts`). Only for
+            files from a trusted source.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -67,23 +69,37 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path (or the '
                                 f'`checkpoint=` of your init_cfg / the `--resume` argument)')
-    if allow_unsafe is None:
-        allow_unsafe = os.environ.get(ENV_ALLOW_UNSAFE, '0') == '1'
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if 'Unsupported global' not in str(err):  # not a refused class: a broken or foreign file
             raise RuntimeError(f'{path!r} is not a readable torch checkpoint: {err}') from err
-        if allow_unsafe:
+        if allow_unsafe or (allow_unsafe is None and env_trusts(path)):
             return torch.load(path, map_location=map_location, weights_only=False)
         raise RuntimeError(
             f'{path!r} holds Python objects that torch.load(weights_only=True) refuses ({err}). If the '
-            f'file comes from a source you trust, load it with allow_unsafe=True or set '
-            f'{ENV_ALLOW_UNSAFE}=1.') from err
+            f'file comes from a source you trust, load it with allow_unsafe=True or name it in the '
+            f'environment: {ENV_ALLOW_UNSAFE}={osp.abspath(path)}') from err
     except (RuntimeError, EOFError) as err:
         raise RuntimeError(f'{path!r} is not a readable torch checkpoint (truncated or another '
                            f'format?): {err}') from err
+
+
+def env_trusts(path: str) -> bool:
+    """Whether ``MMVSSM_ALLOW_UNSAFE_LOAD`` names ``path`` (a list of files separated by ``os.pathsep``).
+
+    The opt-in covers the named files only, never every load of the process; the former ``=1`` is
+    refused with the fix.
+    """
+    value = os.environ.get(ENV_ALLOW_UNSAFE, '').strip()
+    if not value or value == '0':
+        return False
+    if value == '1':
+        raise RuntimeError(f'{ENV_ALLOW_UNSAFE}=1 would trust every file this process loads; name the '
+                           f'trusted checkpoint instead: {ENV_ALLOW_UNSAFE}={osp.abspath(path)}')
+    trusted = {osp.realpath(osp.expanduser(p)) for p in value.split(os.pathsep) if p}
+    return osp.realpath(path) in trusted
 
 
 def pretrained_init_cfg(init_cfg: Any, owner: str) -> Optional[dict]:
