@@ -17,7 +17,7 @@ except ModuleNotFoundError as err:
     # torch alone (e.g. measuring the scan ops on a bare GPU machine): there is no registry to fill, and
     # `import mmvssm.models` says that mmengine is missing.
 else:
-    from . import engine, models  # noqa: F401
+    from . import datasets, engine, models  # noqa: F401
     from .utils.checkpoint import install_mmengine_loading
 
     # mmengine's loader (load_from, --resume, load_checkpoint, mmseg's/mmdet's tools) converts official

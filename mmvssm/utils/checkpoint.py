@@ -133,8 +133,12 @@ def extract_state_dict(checkpoint: Any, prefer: str = 'model') -> Dict[str, torc
     return strip_prefix(state, 'module.', only_if_all=True)
 
 
-def atomic_save(obj: Any, path: str, save_fn: Callable[[Any, Any], None] = torch.save) -> None:
-    """Write ``obj`` next to ``path`` and rename it into place, so a kill never leaves a truncated file."""
+def atomic_save(obj: Any, path: str, save_fn: Optional[Callable[[Any, Any], None]] = None) -> None:
+    """Write ``obj`` next to ``path`` and rename it into place, so a kill never leaves a truncated file.
+
+    ``save_fn(obj, file)`` writes the bytes (default: ``torch.save``, looked up at each call).
+    """
+    save_fn = save_fn or torch.save
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=directory)
