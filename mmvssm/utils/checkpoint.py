@@ -268,7 +268,7 @@ def _efficient_vmamba_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, to
     """``EfficientVSSM``: ``classifier.norm`` -> ``backbone.outnorm{last}``, ``classifier.head`` -> ``head.fc``."""
     import re
     from mmvssm.models.backbones.efficient_vmamba import convert_official_state_dict
-    state = convert_official_state_dict(state)
+    state = convert_official_state_dict(strip_prefix(state, 'module.', only_if_all=True))
     stages = {int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m}
     if not stages or 'patch_embed.proj.weight' not in state:
         raise ValueError('not an EfficientVMamba checkpoint: no patch_embed/layers keys (found e.g. '
@@ -296,8 +296,14 @@ DENSE_ADDITIONS: Dict[str, Tuple[str, ...]] = {
 
 def strip_prefix(state: Dict[str, torch.Tensor], prefix: str,
                  only_if_all: bool = False) -> Dict[str, torch.Tensor]:
-    """The entries under ``prefix``, without it. ``only_if_all``: unchanged unless every key has it."""
-    if only_if_all and not (state and all(k.startswith(prefix) for k in state)):
+    """The entries under ``prefix``, without it.
+
+    ``only_if_all``: strip the prefix as long as every key has it (``module.module.`` of an EMA copy of
+    a DistributedDataParallel model), else leave ``state`` unchanged.
+    """
+    if only_if_all:
+        while state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
         return state
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
