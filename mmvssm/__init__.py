@@ -17,6 +17,11 @@ except ModuleNotFoundError as err:
     # torch alone (e.g. measuring the scan ops on a bare GPU machine): there is no registry to fill, and
     # `import mmvssm.models` says that mmengine is missing.
 else:
-    from . import engine, models  # noqa: F401
+    from . import datasets, engine, models  # noqa: F401
+    from .utils.checkpoint import install_mmengine_loading
+
+    # mmengine's loader (load_from, --resume, load_checkpoint, mmseg's/mmdet's tools) converts official
+    # layouts and refuses checkpoints that do not fit, for models that hold an mmvssm module
+    install_mmengine_loading()
 
 __all__ = ['__version__']

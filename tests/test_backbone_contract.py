@@ -174,7 +174,7 @@ def test_bad_arch_is_refused_naming_the_choices(spec):
 
 # ------------------------------------------------------------------------------------------- weights
 @BACKBONES
-def test_weights_come_in_through_init_cfg_only(spec, tmp_path):
+def test_weights_come_in_through_init_cfg(spec, tmp_path):
     source = spec.build()
     with torch.no_grad():
         for p in source.parameters():
@@ -186,8 +186,14 @@ def test_weights_come_in_through_init_cfg_only(spec, tmp_path):
     model.init_weights()
     for key, value in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
-    with pytest.raises(TypeError, match='pretrained'):
-        spec.build(pretrained=path)
+    # pretrained=PATH (what mmseg's segmentors hand their backbone) is shorthand for the same init_cfg
+    shorthand = spec.build(pretrained=path)
+    assert shorthand.init_cfg == dict(type='Pretrained', checkpoint=path)
+    shorthand.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(shorthand.state_dict()[key], value, msg=key)
+    with pytest.raises(ValueError, match='either pretrained'):
+        spec.build(pretrained=path, init_cfg=dict(type='Pretrained', checkpoint=path))
 
 
 @BACKBONES

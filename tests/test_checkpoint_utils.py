@@ -71,8 +71,16 @@ def test_unsafe_checkpoint_refused_with_instructions(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=ENV_ALLOW_UNSAFE):
         load_checkpoint_file(str(path))
     assert load_checkpoint_file(str(path), allow_unsafe=True)['obj'].value == 3
-    monkeypatch.setenv(ENV_ALLOW_UNSAFE, '1')
+    # the opt-in names the trusted file: another file stays refused, and `=1` (everything) is refused
+    other = tmp_path / 'other.pth'
+    torch.save({'obj': _CodeRunningObject()}, other)
+    monkeypatch.setenv(ENV_ALLOW_UNSAFE, str(path))
     assert load_checkpoint_file(str(path))['obj'].value == 3
+    with pytest.raises(RuntimeError, match='refuses'):
+        load_checkpoint_file(str(other))
+    monkeypatch.setenv(ENV_ALLOW_UNSAFE, '1')
+    with pytest.raises(RuntimeError, match='name the trusted checkpoint'):
+        load_checkpoint_file(str(path))
 
 
 def test_missing_and_corrupt_files(tmp_path):

@@ -188,13 +188,24 @@ def broken_data(in_workspace, tmp_path):
     """A private copy of the tiny sample to damage; returns its data/tiny folder."""
     root = tmp_path / 'data' / 'tiny'
     shutil.copytree(osp.join(in_workspace, 'data', 'tiny'), root)
-    ckpt = tmp_path / 'untrained.pth'
-    torch.save({'state_dict': {}}, ckpt)
-    return root, str(ckpt)
+    return root, {config: own_checkpoint(config, tmp_path / f'untrained_{osp.basename(config)}.pth')
+                  for config in (SEG_CONFIG, DET_CONFIG)}
+
+
+def own_checkpoint(config: str, path) -> str:
+    """An untrained checkpoint of ``config``'s model (tools/test.py refuses one that does not fit)."""
+    from mmengine.config import Config
+
+    from dense_helpers import build_model
+    cfg = Config.fromfile(config)
+    torch.save({'state_dict': build_model(cfg.model, cfg.default_scope, init_weights=False).state_dict()},
+               str(path))
+    return str(path)
 
 
 def test_corrupt_image_is_named(broken_data, tools, tmp_path):
-    root, ckpt = broken_data
+    root, ckpts = broken_data
+    ckpt = ckpts[SEG_CONFIG]
     bad = root / 'ade' / 'images' / 'validation' / 'ADE_val_00000001.jpg'
     bad.write_bytes(b'this is not a JPEG')
     with pytest.raises(AssertionError, match=f'failed to load image: .*{bad.name}'):
@@ -203,7 +214,8 @@ def test_corrupt_image_is_named(broken_data, tools, tmp_path):
 
 
 def test_annotation_referring_to_missing_image(broken_data, tools, tmp_path):
-    root, ckpt = broken_data
+    root, ckpts = broken_data
+    ckpt = ckpts[DET_CONFIG]
     ann = json.loads((root / 'coco' / 'annotations' / 'instances_val2017.json').read_text())
     missing = root / 'coco' / 'val2017' / ann['images'][0]['file_name']
     missing.unlink()

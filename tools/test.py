@@ -5,6 +5,10 @@ The config's ``default_scope`` ('mmseg' or 'mmdet') decides the task, as in ``to
     python tools/test.py CONFIG CKPT [--work-dir DIR] [--out OUT] [--show-dir DIR] [--tta]
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
+The checkpoint must fit the model: unless every tensor of the model is restored from it
+(``--min-restored`` lowers the fraction) and none has another shape, the tool exits with status 1
+instead of printing metrics of partly random weights.
+
 ``--out`` follows each library's tool: segmentation writes the predicted label maps as PNG into the
 folder OUT (mmseg, raw ADE20K label values); detection dumps the predictions into the pickle file OUT
 (mmdet's DumpDetResults). ``--show-dir DIR`` writes the visualised predictions as PNG under
@@ -18,6 +22,7 @@ from typing import Dict, Optional, Sequence
 from mmengine.config import Config, ConfigDict
 
 from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
+from mmvssm.utils.checkpoint import WeightsMismatchError, weights_policy
 from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
                                   check_data, check_model_types, load_config, parse_tool_args)
 
@@ -33,6 +38,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='folder for the visualised predictions (PNG)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (the config\'s '
                         'tta_pipeline and tta_model)')
+    parser.add_argument('--min-restored', type=float, default=1.0, metavar='FRACTION',
+                        help='refuse to evaluate unless this fraction of the model\'s tensors come from '
+                        'the checkpoint (default 1.0: all of them); tensors of another shape are always '
+                        'refused')
     add_common_args(parser)
     return parse_tool_args(parser, argv)
 
@@ -74,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
         cfg = load_config(args.config, args.cfg_options, args.work_dir)
         cfg.launcher = args.launcher
         adapt_to_device(cfg, args.launcher)
+        if not 0 < args.min_restored <= 1:
+            raise ToolInputError(f'--min-restored {args.min_restored}: give a fraction in (0, 1]')
         if not osp.isfile(args.checkpoint):
             raise ToolInputError(f'checkpoint {args.checkpoint!r} not found; pass the .pth written by '
                                  f'tools/train.py (work_dirs/<config name>/iter_N.pth)')
@@ -95,12 +106,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     except ToolInputError as err:
         sys.exit(f'tools/test.py: error: {err}')
 
-    with crash_safe_checkpoints():
+    # a metric is only printed for the weights of the checkpoint: one that does not fit the model (too
+    # few tensors restored, tensors of other shapes) stops the run with exit status 1
+    with crash_safe_checkpoints(), weights_policy(args.min_restored, allow_mismatch=False):
         runner = build_runner(cfg)
         if dump_file is not None:
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=dump_file))
-        return runner.test()
+        try:
+            return runner.test()
+        except WeightsMismatchError as err:
+            sys.exit(f'tools/test.py: error: {args.checkpoint} does not fit {args.config}: {err}')
 
 
 if __name__ == '__main__':

@@ -6,9 +6,12 @@ script serves both, shaped like mmseg's and mmdet's own ``tools/train.py``::
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
         [--launcher none|pytorch|slurm]
 
-``--resume`` without a path continues from the newest checkpoint in the work dir (iteration, optimizer,
-scheduler and RNG state). Checkpoints are written atomically, so an interrupted run never leaves a
-truncated file. Multi-process: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
+``--resume`` without a path continues from the newest readable checkpoint in the work dir (model,
+iteration, optimizer, scheduler, message hub and the random seed; the random number generators are
+re-seeded from that seed, not continued, so a resumed run is not bit-identical to an uninterrupted one).
+A checkpoint that cannot be read is refused with an error in the log and the previous one is used.
+Checkpoints are written atomically and the one beyond ``max_keep_ckpts`` is deleted only after the new
+one is complete, so a kill at any moment loses at most one checkpoint interval. Multi-process: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
 """
 import argparse
 import os.path as osp
@@ -20,6 +23,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
+from mmvssm.utils.checkpoint import WeightsMismatchError
 from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
                                   check_data, check_model_types, load_config, parse_tool_args)
 
@@ -82,7 +86,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
 
     with crash_safe_checkpoints():
         runner = build_runner(cfg)
-        runner.train()
+        try:
+            runner.train()
+        except WeightsMismatchError as err:  # load_from / --resume of a checkpoint of another model
+            sys.exit(f'tools/train.py: error: {err}')
     return runner
 
 

@@ -10,14 +10,19 @@ an empty pointer.
 
 * local checkpoints are written with :func:`mmvssm.utils.atomic_save` (temporary file, ``fsync``,
   rename): the previous file survives a failure and no partial file remains;
+* the checkpoint beyond ``max_keep_ckpts`` is deleted after the new one is written, not before;
 * ``--resume`` without a path uses :func:`find_resumable_checkpoint`, which follows ``last_checkpoint``
-  when it names an existing file and otherwise takes the newest ``iter_*.pth``/``epoch_*.pth``.
+  when it names an existing file and otherwise takes the newest ``iter_*.pth``/``epoch_*.pth``, refuses
+  (with an error in the log) one that cannot be read and falls back to the previous one, and deletes the
+  temporary files of an interrupted save.
 """
 import contextlib
 import glob
+import logging
+import os
 import os.path as osp
 import re
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import mmengine.runner
 import mmengine.runner.checkpoint
@@ -25,9 +30,12 @@ import mmengine.runner.runner
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.logging import print_log
 
-from mmvssm.utils.checkpoint import atomic_save, safe_mmengine_checkpoint_loading
+from mmengine.hooks import CheckpointHook
+
+from mmvssm.utils.checkpoint import atomic_save, load_checkpoint_file, safe_mmengine_checkpoint_loading
 
 _CKPT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
+_TMP_NAME = re.compile(r'^\..+\.pth\.[^.]+\.tmp$')  # atomic_save's mkstemp names
 
 
 def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args: Optional[dict] = None,
@@ -47,34 +55,87 @@ def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args: Op
                        backend_args=backend_args)
 
 
+def remove_stale_temporaries(directory: str) -> List[str]:
+    """Delete the temporary files a killed :func:`atomic_save` left in ``directory``; returns them."""
+    removed = []
+    for path in glob.glob(osp.join(directory, '.*.tmp')):
+        if _TMP_NAME.match(osp.basename(path)):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+                removed.append(path)
+    if removed:
+        print_log(f'removed {len(removed)} unfinished checkpoint file(s) of an interrupted save: '
+                  f'{", ".join(map(osp.basename, removed))}', logger='current')
+    return removed
+
+
+def _readable(path: str) -> bool:
+    try:
+        load_checkpoint_file(path)
+    except (RuntimeError, OSError) as err:
+        print_log(f'refusing to resume from {path}: {err}. Falling back to the previous checkpoint; '
+                  f'move the file away if it is still being written, or delete it',
+                  logger='current', level=logging.ERROR)
+        return False
+    return True
+
+
 def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``--resume`` should continue from, or None when ``work_dir`` holds none.
 
-    Prefers the file named by mmengine's ``work_dir/last_checkpoint``; if that pointer is missing, empty
-    or names a deleted file (a kill between mmengine's delete-old and write-new), falls back to the
-    ``iter_N.pth``/``epoch_N.pth`` in ``work_dir`` with the largest N.
+    Candidates, newest first: the file named by mmengine's ``work_dir/last_checkpoint``, then the
+    ``iter_N.pth``/``epoch_N.pth`` files by decreasing N. A pointer that is empty or names a deleted file
+    is skipped; a candidate that cannot be read (corrupt, truncated) is refused with an error in the log
+    and the previous one is taken. Temporary files of an interrupted save are deleted first.
     """
+    remove_stale_temporaries(work_dir)
+    candidates = []
     pointer = osp.join(work_dir, 'last_checkpoint')
     if osp.isfile(pointer):
         with open(pointer) as f:
             named = f.read().strip()
         if named and osp.isfile(named):
-            return named
-        print_log(f'{pointer} names {named!r}, which does not exist; resuming from the newest '
-                  f'checkpoint in {work_dir} instead', logger='current')
-    candidates = []
+            candidates.append(named)
+        else:
+            print_log(f'{pointer} names {named!r}, which does not exist; resuming from the newest '
+                      f'checkpoint in {work_dir} instead', logger='current')
+    numbered = []
     for path in glob.glob(osp.join(work_dir, '*.pth')):
         match = _CKPT_NAME.match(osp.basename(path))
         if match:
-            candidates.append((int(match.group(1)), path))
-    if not candidates:
-        print_log(f'no checkpoint to resume from in {work_dir}; training starts from scratch',
-                  logger='current')
-        return None
-    return max(candidates)[1]
+            numbered.append((int(match.group(1)), path))
+    candidates += [path for _, path in sorted(numbered, reverse=True)
+                   if not any(osp.samefile(path, c) for c in candidates)]
+    for path in candidates:
+        if _readable(path):
+            return path
+    if candidates:
+        raise RuntimeError(f'--resume: none of the checkpoints in {work_dir} can be read '
+                           f'({", ".join(map(osp.basename, candidates))}); resume from a good copy '
+                           f'with --resume PATH, or train from scratch without --resume')
+    print_log(f'no checkpoint to resume from in {work_dir}; training starts from scratch',
+              logger='current', level=logging.WARNING)
+    return None
+
+
+def _save_checkpoint_with_step_then_prune(self, runner, step, meta):
+    """mmengine's ``CheckpointHook._save_checkpoint_with_step``, deleting the outdated checkpoint (the
+    ``max_keep_ckpts`` limit) only after the new one and the ``last_checkpoint`` pointer are written, so a
+    kill during the save leaves the previous checkpoint (mmengine deletes it first)."""
+    backend = self.file_backend
+    doomed: List[Tuple[str, str]] = []
+    backend.remove = lambda path: doomed.append(('remove', path))
+    backend.rmtree = lambda path: doomed.append(('rmtree', path))
+    try:
+        _ORIGINAL_SAVE_WITH_STEP(self, runner, step, meta)
+    finally:
+        del backend.remove, backend.rmtree  # the class's methods again
+    for how, path in doomed:
+        getattr(backend, how)(path)
 
 
 _ORIGINAL_SAVE = mmengine.runner.checkpoint.save_checkpoint
+_ORIGINAL_SAVE_WITH_STEP = CheckpointHook._save_checkpoint_with_step
 # Every module namespace through which mmengine 0.10.7 reaches these functions.
 _SITES = (mmengine.runner.checkpoint, mmengine.runner.runner, mmengine.runner)
 
@@ -89,6 +150,7 @@ def crash_safe_checkpoints() -> Iterator[None]:
     patches = [(site, name, value) for site in _SITES
                for name, value in (('save_checkpoint', save_checkpoint_atomic),
                                    ('find_latest_checkpoint', find_resumable_checkpoint))]
+    patches.append((CheckpointHook, '_save_checkpoint_with_step', _save_checkpoint_with_step_then_prune))
     saved = [(site, name, getattr(site, name)) for site, name, _ in patches]
     for site, name, value in patches:
         setattr(site, name, value)

@@ -60,11 +60,55 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
         raise ToolInputError(f'{path}: default_scope is {scope!r}; these tools run mmseg and mmdet '
                              f"configs, so inherit configs/_base_/default_runtime_seg.py "
                              f"(default_scope='mmseg') or default_runtime_det.py (default_scope='mmdet')")
+    check_top_level_keys(cfg, path)
+    check_rates(cfg.get('model'), 'model', path)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+# Top-level keys mmengine's Runner (and mmseg's/mmdet's tools) read, and the helper names their _base_
+# files define; a key close to one of them but not equal (``optim_wraper``) is a misspelling that the
+# Runner would silently ignore.
+_HELPER_KEYS = ('train_pipeline', 'val_pipeline', 'test_pipeline', 'tta_pipeline', 'tta_model',
+                'dataset_type', 'data_root', 'backend_args', 'img_scale', 'crop_size', 'norm_cfg',
+                'data_preprocessor', 'custom_imports', 'runner_type', 'model_wrapper', 'pretrained')
+
+
+def runner_keys() -> List[str]:
+    import inspect
+    return [name for name in inspect.signature(Runner.__init__).parameters if name != 'self']
+
+
+def check_top_level_keys(cfg: Config, path: str) -> None:
+    """Refuse a top-level key that looks like a misspelt Runner key (the Runner would ignore it)."""
+    import difflib
+    known = set(runner_keys()) | set(_HELPER_KEYS)
+    for key in cfg.keys():
+        if key in known or key.startswith('_'):
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ToolInputError(f'{path}: unknown top-level key {key!r}; did you mean {close[0]!r}? '
+                                 f'mmengine would ignore it silently. Rename it (or, for a helper '
+                                 f'variable, give it a name further from the Runner keys: {close[0]!r})')
+
+
+def check_rates(node, where: str, path: str) -> None:
+    """Refuse a drop-path / dropout rate outside [0, 1) anywhere in the model config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if (isinstance(key, str) and ('drop_path' in key or key.endswith(('dropout', 'drop_rate')))
+                    and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and not 0 <= value < 1):
+                raise ToolInputError(f'{path}: {where}.{key}={value} is not a probability; give a '
+                                     f'rate in [0, 1) (e.g. --cfg-options {where}.{key}=0.1)')
+            check_rates(value, f'{where}.{key}', path)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            check_rates(value, f'{where}[{i}]', path)
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -1,14 +1,11 @@
-"""How weights come into mmvssm models: ``init_cfg=dict(type='Pretrained', ...)`` and nothing else.
+"""How weights come into mmvssm models: ``init_cfg=dict(type='Pretrained', ...)``, of which ``pretrained=PATH``
+is shorthand.
 
 Shared by the backbones (:class:`~mmvssm.models.backbones.base.SSMBackbone`) and the heads that load
 official weights, which must not import each other: the ``init_cfg`` routing, and the official key
 layouts that a backbone and its head split between them. Reading and unpacking checkpoint files is
 :mod:`mmvssm.utils.checkpoint`'s job.
 """
-from typing import Dict
-
-from torch import Tensor
-
 from mmvssm.utils.checkpoint import pretrained_init_cfg
 
 # Keys of the official EfficientViM classifier that are not part of the backbone: the fusion head
@@ -34,17 +31,3 @@ class PretrainedInit:
         self.load_pretrained(cfg['checkpoint'], **options)
         self._is_init = True
 
-
-def flatten_layer_norm_params(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official LayerNorm1D/2D store (1, C, 1)/(1, C, 1, 1) weights; ours store (C,).
-
-    A tensor is flattened when it is the weight/bias of a module whose name contains ``norm`` and it has
-    a size-1 leading dim, so BatchNorm (already (C,)) and mmvssm checkpoints pass unchanged.
-    """
-    out = {}
-    for key, value in state_dict.items():
-        module, _, name = key.rpartition('.')
-        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
-            value = value.flatten()
-        out[key] = value
-    return out

@@ -4,8 +4,9 @@ mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; on recent torch t
 resume checkpoints (numpy arrays, ``HistoryBuffer``) and official checkpoints that store an
 ``argparse.Namespace``. Rather than turning the safety off, we keep ``weights_only=True`` and allow-list
 the few plain-data classes those files really contain. A file that needs anything else is refused with a
-message naming the classes and the explicit opt-in (``allow_unsafe=True`` or
-``MMVSSM_ALLOW_UNSAFE_LOAD=1``), which should only be used for files from a trusted source.
+message naming the classes and the explicit opt-in for that one file (``allow_unsafe=True`` or
+``MMVSSM_ALLOW_UNSAFE_LOAD=/path/of/the/file.pth``), which should only be used for files from a trusted
+source.
 """
 import argparse
 import collections
@@ -14,7 +15,7 @@ import os
 import os.path as osp
 import pickle
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,8 +58,9 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
     Args:
         path: local file path.
         map_location: as for ``torch.load``.
-        allow_unsafe: load with full pickle if the safe load fails. Defaults to the environment variable
-            ``MMVSSM_ALLOW_UNSAFE_LOAD=1``. Only for files from a trusted source.
+        allow_unsafe: load with full pickle if the safe load fails. Default: only when the environment
+            variable ``MMVSSM_ALLOW_UNSAFE_LOAD`` names this file (see :func:`env_trusts`). Only for
+            files from a trusted source.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -67,23 +69,37 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path (or the '
                                 f'`checkpoint=` of your init_cfg / the `--resume` argument)')
-    if allow_unsafe is None:
-        allow_unsafe = os.environ.get(ENV_ALLOW_UNSAFE, '0') == '1'
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if 'Unsupported global' not in str(err):  # not a refused class: a broken or foreign file
             raise RuntimeError(f'{path!r} is not a readable torch checkpoint: {err}') from err
-        if allow_unsafe:
+        if allow_unsafe or (allow_unsafe is None and env_trusts(path)):
             return torch.load(path, map_location=map_location, weights_only=False)
         raise RuntimeError(
             f'{path!r} holds Python objects that torch.load(weights_only=True) refuses ({err}). If the '
-            f'file comes from a source you trust, load it with allow_unsafe=True or set '
-            f'{ENV_ALLOW_UNSAFE}=1.') from err
+            f'file comes from a source you trust, load it with allow_unsafe=True or name it in the '
+            f'environment: {ENV_ALLOW_UNSAFE}={osp.abspath(path)}') from err
     except (RuntimeError, EOFError) as err:
         raise RuntimeError(f'{path!r} is not a readable torch checkpoint (truncated or another '
                            f'format?): {err}') from err
+
+
+def env_trusts(path: str) -> bool:
+    """Whether ``MMVSSM_ALLOW_UNSAFE_LOAD`` names ``path`` (a list of files separated by ``os.pathsep``).
+
+    The opt-in covers the named files only, never every load of the process; the former ``=1`` is
+    refused with the fix.
+    """
+    value = os.environ.get(ENV_ALLOW_UNSAFE, '').strip()
+    if not value or value == '0':
+        return False
+    if value == '1':
+        raise RuntimeError(f'{ENV_ALLOW_UNSAFE}=1 would trust every file this process loads; name the '
+                           f'trusted checkpoint instead: {ENV_ALLOW_UNSAFE}={osp.abspath(path)}')
+    trusted = {osp.realpath(osp.expanduser(p)) for p in value.split(os.pathsep) if p}
+    return osp.realpath(path) in trusted
 
 
 def pretrained_init_cfg(init_cfg: Any, owner: str) -> Optional[dict]:
@@ -114,13 +130,15 @@ def extract_state_dict(checkpoint: Any, prefer: str = 'model') -> Dict[str, torc
     state = {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
     if not state:
         raise RuntimeError('the checkpoint holds no tensors: is it a model checkpoint?')
-    if all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    return state
+    return strip_prefix(state, 'module.', only_if_all=True)
 
 
-def atomic_save(obj: Any, path: str, save_fn: Callable[[Any, Any], None] = torch.save) -> None:
-    """Write ``obj`` next to ``path`` and rename it into place, so a kill never leaves a truncated file."""
+def atomic_save(obj: Any, path: str, save_fn: Optional[Callable[[Any, Any], None]] = None) -> None:
+    """Write ``obj`` next to ``path`` and rename it into place, so a kill never leaves a truncated file.
+
+    ``save_fn(obj, file)`` writes the bytes (default: ``torch.save``, looked up at each call).
+    """
+    save_fn = save_fn or torch.save
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', suffix='.tmp', dir=directory)
@@ -160,3 +178,324 @@ def safe_mmengine_checkpoint_loading() -> Iterator[None]:
     finally:
         if previous is not None:
             CheckpointLoader._schemes[''] = previous
+
+
+# --------------------------------------------------------------------------------------------------
+# One home for putting weights into a model
+# --------------------------------------------------------------------------------------------------
+# Every path by which weights enter a model that holds an mmvssm module ends in :func:`load_weights`:
+# ``init_cfg=dict(type='Pretrained')`` and ``pretrained=`` of our backbones (:func:`load_pretrained`),
+# and mmengine's ``load_state_dict`` (``load_from``, ``--resume``, ``mmengine.runner.load_checkpoint``,
+# mmseg's/mmdet's own tools/test.py; see :func:`install_mmengine_loading`). It
+#
+# 1. strips a DistributedDataParallel ``module.`` prefix (:func:`strip_prefix`, the only prefix stripper),
+# 2. converts official key layouts with the converter registered for each submodule's class
+#    (:data:`CONVERTERS`: our backbones' ``convert_checkpoint``, EfficientViM's detection neck and
+#    fusion head), applied to the keys under that submodule's name,
+# 3. loads, and reports restored/expected tensors by name; restoring less than ``min_restored`` of the
+#    expected tensors (or any tensor of another shape, unless ``allow_mismatch``) is an error.
+DEFAULT_MIN_RESTORED = 0.9
+Converter = Callable[[torch.nn.Module, Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+CONVERTERS: Dict[str, Converter] = {}
+
+
+class WeightsMismatchError(ValueError):
+    """A checkpoint does not fit the model: too few tensors restored, or tensors of another shape."""
+
+
+def register_converter(*class_names: str) -> Callable[[Converter], Converter]:
+    """Register ``fn(module, local_state) -> local_state`` for modules of these classes (or subclasses).
+
+    ``local_state`` holds the checkpoint keys under the module's name, without that prefix.
+    """
+    def register(fn: Converter) -> Converter:
+        for name in class_names:
+            CONVERTERS[name] = fn
+        return fn
+    return register
+
+
+@register_converter('SSMBackbone')
+def _convert_backbone(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return module.convert_checkpoint(state)
+
+
+def flatten_norm_params(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Official LayerNorm1D/2D keep (1, C, 1)/(1, C, 1, 1) weights; ours keep (C,)."""
+    out = {}
+    for key, value in state.items():
+        module, _, name = key.rpartition('.')
+        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
+            value = value.flatten()
+        out[key] = value
+    return out
+
+
+@register_converter('EfficientViMFPN')
+def _convert_efficient_vim_fpn(module: torch.nn.Module,
+                               state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Official ``EfficientViTFPN``: pre-norms are ``batch_norm.{i}`` LayerNorm2D (1, C, 1, 1)."""
+    renamed = {('pre_norms.' + k[len('batch_norm.'):]) if k.startswith('batch_norm.') else k: v
+               for k, v in state.items()}
+    return flatten_norm_params(renamed)
+
+
+@register_converter('EfficientViMFusionHead')
+def _convert_fusion_head(module: torch.nn.Module,
+                         state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    from mmvssm.models.backbones.efficient_vim import HEAD_KEY_PREFIXES
+    state = flatten_norm_params({k: v for k, v in state.items() if k.startswith(HEAD_KEY_PREFIXES)})
+    if not getattr(module, 'distillation', True):
+        state = {k: v for k, v in state.items() if not k.startswith(('heads_dist.', 'weights_dist'))}
+    return state
+
+
+def _vim_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    from mmvssm.models.backbones.vim import official_to_classifier
+    return official_to_classifier(state)
+
+
+def _efficient_vim_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    from mmvssm.models.backbones.efficient_vim import HEAD_KEY_PREFIXES
+    if not any(k.startswith('stages.') for k in state):
+        raise ValueError('no `stages.*` keys: this is not an official EfficientViM checkpoint '
+                         f'(first keys: {sorted(state)[:5]})')
+    return {(('head.' if k.startswith(HEAD_KEY_PREFIXES) else 'backbone.') + k): v
+            for k, v in flatten_norm_params(state).items()}
+
+
+def _efficient_vmamba_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``EfficientVSSM``: ``classifier.norm`` -> ``backbone.outnorm{last}``, ``classifier.head`` -> ``head.fc``."""
+    import re
+    from mmvssm.models.backbones.efficient_vmamba import convert_official_state_dict
+    state = convert_official_state_dict(strip_prefix(state, 'module.', only_if_all=True))
+    stages = {int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m}
+    if not stages or 'patch_embed.proj.weight' not in state:
+        raise ValueError('not an EfficientVMamba checkpoint: no patch_embed/layers keys (found e.g. '
+                         f'{sorted(state)[:3]})')
+    renames = {'classifier.norm.': f'backbone.outnorm{max(stages)}.', 'classifier.head.': 'head.fc.'}
+    converted = {}
+    for key, value in state.items():
+        prefix = next((p for p in renames if key.startswith(p)), None)
+        converted[renames[prefix] + key[len(prefix):] if prefix else 'backbone.' + key] = value
+    return converted
+
+
+# Official classification files (no ``backbone.`` prefix) -> mmpretrain ``ImageClassifier`` keys, by
+# backbone class; used when such a file enters a whole model, and by tools/model_converters.
+CLASSIFIER_CONVERTERS: Dict[str, Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = {
+    'Vim': _vim_classifier, 'EfficientViM': _efficient_vim_classifier,
+    'EfficientVMamba': _efficient_vmamba_classifier}
+
+
+# Layers a dense backbone adds to its classification layout: a pretrained (ImageNet) file has none, so
+# :func:`load_pretrained` initialises them fresh and reports them apart from the expected tensors.
+DENSE_ADDITIONS: Dict[str, Tuple[str, ...]] = {
+    'Vim': ('pyramid.', ), 'EfficientVMamba': ('outnorm', ), 'EfficientViM': ('out_norm', )}
+
+
+def strip_prefix(state: Dict[str, torch.Tensor], prefix: str,
+                 only_if_all: bool = False) -> Dict[str, torch.Tensor]:
+    """The entries under ``prefix``, without it.
+
+    ``only_if_all``: strip the prefix as long as every key has it (``module.module.`` of an EMA copy of
+    a DistributedDataParallel model), else leave ``state`` unchanged.
+    """
+    if only_if_all:
+        while state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+        return state
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    while is_model_wrapper(module) or isinstance(module, BaseTTAModel):
+        module = module.module
+    return module
+
+
+def _converter_for(module: torch.nn.Module) -> Optional[Converter]:
+    for cls in type(module).__mro__:
+        if cls.__name__ in CONVERTERS and cls.__module__.startswith('mmvssm.'):
+            return CONVERTERS[cls.__name__]
+    return None
+
+
+def convert_state_dict(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Convert the keys under each submodule that has a registered converter (outermost first)."""
+    state = dict(state)
+    backbone = getattr(model, 'backbone', None)
+    own = model.state_dict()
+    if (isinstance(backbone, torch.nn.Module) and type(backbone).__name__ in CLASSIFIER_CONVERTERS
+            and not any(k.startswith('backbone.') or k in own for k in state)):
+        # an official classification file entering a whole model (e.g. load_from of a classifier config)
+        state = CLASSIFIER_CONVERTERS[type(backbone).__name__](state)
+    converted_prefixes: list = []
+    for name, module in model.named_modules():
+        converter = _converter_for(module)
+        prefix = name + '.' if name else ''
+        if converter is None or any(prefix.startswith(p) for p in converted_prefixes):
+            continue
+        local = strip_prefix(state, prefix)
+        if not local:
+            continue
+        converted_prefixes.append(prefix)
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        state.update({prefix + k: v for k, v in converter(module, local).items()})
+    return state
+
+
+def _names(keys: list, limit: int = 12) -> str:
+    shown = ', '.join(keys[:limit])
+    return shown + (f' ... ({len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def load_weights(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str = 'state dict',
+                 min_restored: float = DEFAULT_MIN_RESTORED, allow_mismatch: bool = False,
+                 strict: bool = False, default_prefix: str = 'backbone.',
+                 fresh: Sequence[str] = ()) -> Dict[str, list]:
+    """Convert ``state`` to ``model``'s layout, load it, report and enforce how much was restored.
+
+    Args:
+        model: the module receiving the weights (model wrappers are unwrapped).
+        state: the checkpoint's tensors, keys relative to ``model``.
+        source: what to call the checkpoint in messages (its path).
+        min_restored: fewer restored than this fraction of the model's tensors is an error.
+        allow_mismatch: tensors whose shape differs from the model's are skipped (counted as not
+            restored) instead of being an error; for fine-tuning with another number of classes.
+        strict: any missing or unused tensor is an error (as ``torch``'s ``strict=True``).
+        default_prefix: when no key of ``state`` names a tensor of ``model`` but some start with this
+            prefix, the keys under it are used (a whole-model file loaded into its backbone or head).
+        fresh: key prefixes of layers the checkpoint may lack (a dense backbone's additions to its
+            ImageNet layout); when absent they keep their initialisation and are reported, not expected.
+
+    Returns:
+        dict with ``restored``, ``missing``, ``mismatched`` and ``unexpected`` key lists.
+
+    Raises:
+        WeightsMismatchError: the checkpoint does not fit (message names the tensors and the fix).
+    """
+    model = _unwrap(model)
+    state = strip_prefix(state, 'module.', only_if_all=True)
+    own = model.state_dict()
+    if (default_prefix and not any(k in own for k in state)
+            and not any(k.startswith(default_prefix) for k in own)
+            and any(k.startswith(default_prefix) for k in state)):
+        state = strip_prefix(state, default_prefix)
+    state = convert_state_dict(model, state)
+    expected = [k for k in own if not k.endswith('num_batches_tracked')]
+    new_layers = [k for k in expected if k.startswith(tuple(fresh)) and k not in state]
+    expected = [k for k in expected if k not in new_layers]
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    unexpected = [k for k in state if k not in own]
+    usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    model.load_state_dict(usable, strict=False)
+    restored = [k for k in expected if k in usable]
+    missing = [k for k in expected if k not in usable and k not in mismatched]
+    name = type(model).__name__
+    report = (f'{name}: restored {len(restored)}/{len(expected)} tensors from {source}'
+              + (f'; missing: {_names(missing)}' if missing else '')
+              + (f'; tensors of other shapes in the checkpoint: '
+                 + _names([f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in mismatched], 5)
+                 if mismatched else '')
+              + (f'; not used: {_names(unexpected)}' if unexpected else '')
+              + (f'; new layers, initialised fresh: {_names(new_layers)}' if new_layers else ''))
+    from mmengine.logging import print_log
+    print_log(report, logger='current')
+    fraction = len(restored) / max(len(expected), 1)
+    if mismatched and not allow_mismatch:
+        raise WeightsMismatchError(
+            f'{report}. The checkpoint was made for another architecture (arch, depth, widths or '
+            f'number of classes differ): use the checkpoint of this config, or fix the config to the '
+            f"checkpoint's architecture")
+    if fraction < min_restored or (strict and (missing or unexpected or mismatched)):
+        raise WeightsMismatchError(
+            f'{report}. That is {fraction:.0%} of the model, below the required '
+            f'{"100% (strict)" if strict else f"{min_restored:.0%}"}: is it a checkpoint of another model? '
+            f'Load backbone-only (ImageNet) weights with model.backbone.init_cfg=dict(type='
+            f"'Pretrained', checkpoint=PATH), not load_from")
+    result = dict(model=name, source=source, restored=restored, expected=expected, missing=missing,
+                  mismatched=mismatched, unexpected=unexpected, fresh=new_layers,
+                  # torch's names, as load_state_dict returns them
+                  missing_keys=missing + new_layers + mismatched, unexpected_keys=unexpected)
+    for reports in _REPORTS:
+        reports.append(result)
+    return result
+
+
+def load_pretrained(module: torch.nn.Module, path: str, prefix: Optional[str] = None,
+                    default_prefix: str = 'backbone.',
+                    min_restored: float = DEFAULT_MIN_RESTORED) -> Dict[str, list]:
+    """Load a checkpoint file (official layout, mmvssm/mmpretrain/mmseg/mmdet) into one submodule.
+
+    ``prefix`` selects the keys under it; by default ``default_prefix`` is selected when the file is a
+    whole-model checkpoint (keys under ``default_prefix``, none of them named as in ``module``).
+    The file is found, converted, loaded and reported as by :func:`load_weights`.
+    """
+    state = extract_state_dict(load_checkpoint_file(path))
+    if prefix:
+        state = strip_prefix(state, prefix)
+        if not state:
+            raise WeightsMismatchError(f'{path!r} has no tensors under the prefix {prefix!r}')
+    fresh = next((DENSE_ADDITIONS[c.__name__] for c in type(_unwrap(module)).__mro__
+                  if c.__name__ in DENSE_ADDITIONS), ())
+    return load_weights(module, state, source=path, min_restored=min_restored,
+                        default_prefix=default_prefix, fresh=fresh)
+
+
+@contextlib.contextmanager
+def weights_policy(min_restored: float = DEFAULT_MIN_RESTORED,
+                   allow_mismatch: bool = True) -> Iterator[list]:
+    """The requirement mmengine's loader enforces (see :func:`install_mmengine_loading`) in this block.
+
+    ``tools/test.py`` uses ``weights_policy(1.0, allow_mismatch=False)``: a metric is only reported for
+    a model whose every tensor came from the checkpoint. Yields a list that receives the report
+    (:func:`load_weights`'s dict) of every load in the block.
+    """
+    previous = dict(_POLICY)
+    reports: list = []
+    _POLICY.update(min_restored=min_restored, allow_mismatch=allow_mismatch)
+    _REPORTS.append(reports)
+    try:
+        yield reports
+    finally:
+        _REPORTS.remove(reports)
+        _POLICY.clear()
+        _POLICY.update(previous)
+
+
+# Outside tools/test.py, ``load_from`` may fine-tune with other heads: shape changes are skipped.
+_POLICY: Dict[str, Any] = dict(min_restored=DEFAULT_MIN_RESTORED, allow_mismatch=True)
+_REPORTS: list = []
+
+
+def _holds_mmvssm_module(model: torch.nn.Module) -> bool:
+    return any(type(m).__module__.startswith('mmvssm.') for m in _unwrap(model).modules())
+
+
+def install_mmengine_loading() -> None:
+    """Route mmengine's ``load_state_dict`` through :func:`load_weights` for models with mmvssm modules.
+
+    mmengine's ``load_checkpoint``, ``PretrainedInit`` and the Runner's ``load_from``/``resume`` (and so
+    mmseg's/mmdet's own tools) all call ``mmengine.runner.checkpoint.load_state_dict``; models without an
+    mmvssm module keep mmengine's behaviour. Called when :mod:`mmvssm` is imported; idempotent.
+    """
+    import mmengine.runner.checkpoint as mm_checkpoint
+    if getattr(mm_checkpoint.load_state_dict, '_mmvssm', False):
+        return
+    original = mm_checkpoint.load_state_dict
+
+    def load_state_dict(module, state_dict, strict=False, logger=None):
+        if not _holds_mmvssm_module(module):
+            return original(module, state_dict, strict=strict, logger=logger)
+        # official files keep their weights under `model`/`model_ema`, which mmengine does not unpack
+        load_weights(module, extract_state_dict(dict(state_dict)), source='the checkpoint', strict=strict,
+                     **_POLICY)
+
+    load_state_dict._mmvssm = True
+    load_state_dict.__doc__ = original.__doc__
+    mm_checkpoint.load_state_dict = load_state_dict
+    import mmengine.runner as mm_runner
+    if getattr(mm_runner, 'load_state_dict', None) is original:
+        mm_runner.load_state_dict = load_state_dict

@@ -13,9 +13,8 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from mmvssm.models.backbones.efficient_vim import convert_official_backbone  # noqa: E402
-from mmvssm.models.heads.efficient_vim_head import convert_official_head  # noqa: E402
-from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file  # noqa: E402
+from mmvssm.utils.checkpoint import (CLASSIFIER_CONVERTERS, atomic_save,  # noqa: E402
+                                     extract_state_dict, load_checkpoint_file)
 
 
 def convert(checkpoint: dict, use_ema: bool = False) -> dict:
@@ -24,11 +23,7 @@ def convert(checkpoint: dict, use_ema: bool = False) -> dict:
         raise ValueError('--ema given but the checkpoint has no `model_ema` entry '
                          f'(it has {sorted(checkpoint)[:10]})')
     state = extract_state_dict(checkpoint, prefer='model_ema' if use_ema else 'model')
-    if not any(k.startswith('stages.') for k in state):
-        raise ValueError('no `stages.*` keys: this is not an official EfficientViM checkpoint '
-                         f'(first keys: {sorted(state)[:5]})')
-    converted = {f'backbone.{k}': v for k, v in convert_official_backbone(state).items()}
-    converted.update({f'head.{k}': v for k, v in convert_official_head(state).items()})
+    converted = CLASSIFIER_CONVERTERS['EfficientViM'](state)
     return {'state_dict': converted,
             'meta': {'source': 'mlvlab/EfficientViM', 'weights': 'model_ema' if use_ema else 'model',
                      'distilled': any(k.startswith('heads_dist.') for k in state)}}

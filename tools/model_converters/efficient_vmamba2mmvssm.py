@@ -13,29 +13,17 @@ gives the classifier configs a ``load_from`` file.
 Usage: python tools/model_converters/efficient_vmamba2mmvssm.py SRC DST [--ema]
 """
 import argparse
-import re
 from typing import Dict, List, Optional
 
 from torch import Tensor
 
-from mmvssm.models.backbones.efficient_vmamba import convert_official_state_dict
-from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file
+from mmvssm.utils.checkpoint import (CLASSIFIER_CONVERTERS, atomic_save, extract_state_dict,
+                                     load_checkpoint_file)
 
 
 def convert(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Official keys -> mmvssm model keys (``backbone.*`` and, for classifiers, ``head.fc.*``)."""
-    state = convert_official_state_dict(state_dict)
-    stages = {int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m}
-    if not stages or 'patch_embed.proj.weight' not in state:
-        raise ValueError('not an EfficientVMamba checkpoint: no patch_embed/layers keys (found e.g. '
-                         f'{sorted(state)[:3]})')
-    last = max(stages)
-    renames = {'classifier.norm.': f'backbone.outnorm{last}.', 'classifier.head.': 'head.fc.'}
-    converted = {}
-    for key, value in state.items():
-        prefix = next((p for p in renames if key.startswith(p)), None)
-        converted[renames[prefix] + key[len(prefix):] if prefix else 'backbone.' + key] = value
-    return converted
+    return CLASSIFIER_CONVERTERS['EfficientVMamba'](state_dict)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

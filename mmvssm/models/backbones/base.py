@@ -3,13 +3,13 @@ import logging
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvssm.ops import backend_plan
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from mmvssm.utils.checkpoint import DEFAULT_MIN_RESTORED, load_pretrained
 from ..layers.patch_embed import check_images  # noqa: F401  (re-exported: the backbones' input check)
 from ..pretrained import PretrainedInit
 
@@ -35,12 +35,13 @@ class SSMBackbone(PretrainedInit, BaseModule):
     * ``norm_eval``: every BatchNorm stays in eval mode (frozen running statistics) while training.
     * ``with_cp``: activation checkpointing per block, one rule for all
       (:func:`mmvssm.models.layers.run_block`): on whenever autograd records, in train or eval mode.
-    * weights come in only through ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)``
-      (there is no ``pretrained`` argument). The file is read safely (``weights_only=True``, see
-      :mod:`mmvssm.utils.checkpoint`), the weights are found inside whatever container holds them (official
-      ``model``/``model_ema``, mmengine ``state_dict``, ``backbone.`` prefixes of full-model checkpoints),
-      converted by :meth:`convert_checkpoint`, and loaded with a report of missing and unexpected keys. A
-      checkpoint of another model is refused with a clear error.
+    * weights come in only through ``init_cfg=dict(type='Pretrained', checkpoint=PATH, prefix=None)``;
+      ``pretrained=PATH`` (what mmseg's segmentors pass to their backbone) is shorthand for it, and giving
+      both is a ValueError. The file is read safely (``weights_only=True``), the weights are found inside
+      whatever container holds them (official ``model``/``model_ema``, mmengine ``state_dict``,
+      ``backbone.`` prefixes of whole-model checkpoints), converted by :meth:`convert_checkpoint` and loaded
+      through :func:`mmvssm.utils.checkpoint.load_pretrained` with a restored/expected report; restoring too
+      little, or tensors of other shapes, is an error.
     * ``forward(images)`` takes (B, in_channels, H, W) (anything else: ValueError) and returns a tuple with
       one feature per ``out_indices`` entry.
 
@@ -52,6 +53,7 @@ class SSMBackbone(PretrainedInit, BaseModule):
         frozen_stages: stages to freeze (-1: none).
         norm_eval: keep every BatchNorm in eval mode while training.
         init_cfg: mmengine initialisation config.
+        pretrained: checkpoint path, shorthand for ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     # name -> dict of the required arch keys; set by each subclass
@@ -60,7 +62,16 @@ class SSMBackbone(PretrainedInit, BaseModule):
     arch_optional: Dict[str, object] = {}
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None, pretrained: Optional[str] = None) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError(f'{type(self).__name__}: give either pretrained={pretrained!r} or '
+                                 f"init_cfg={init_cfg!r}, not both (pretrained=PATH means "
+                                 f"init_cfg=dict(type='Pretrained', checkpoint=PATH))")
+            if not isinstance(pretrained, str):
+                raise TypeError(f'{type(self).__name__}: pretrained must be a checkpoint path, got '
+                                f'{pretrained!r}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
         if not isinstance(frozen_stages, int) or frozen_stages < -1:
             raise ValueError(f'frozen_stages must be an int >= -1, got {frozen_stages!r}')
@@ -151,40 +162,14 @@ class SSMBackbone(PretrainedInit, BaseModule):
         return state_dict
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None,
-                        strict: bool = False) -> Dict[str, list]:
-        """Load a checkpoint file (official or ours) into this backbone.
+                        min_restored: float = DEFAULT_MIN_RESTORED) -> Dict[str, list]:
+        """Load a checkpoint file (official layout or ours) into this backbone.
 
-        Args:
-            path: checkpoint file.
-            prefix: only use keys under this prefix (e.g. ``'backbone.'``); by default a ``backbone.``
-                prefix is stripped when every backbone key carries it.
-            strict: raise if any backbone key is missing.
+        See :func:`mmvssm.utils.checkpoint.load_pretrained`: the keys under ``prefix`` (default: the
+        ``backbone.`` part of a whole-model file) are converted, loaded and reported; restoring less than
+        ``min_restored`` of this backbone's tensors, or any tensor of another shape, is an error.
 
         Returns:
-            dict with the ``missing_keys`` and ``unexpected_keys`` lists.
+            dict with the ``restored``, ``missing``, ``mismatched`` and ``unexpected`` key lists.
         """
-        state = extract_state_dict(load_checkpoint_file(path))
-        if prefix is None and any(k.startswith('backbone.') for k in state):
-            prefix = 'backbone.'
-        if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        state = self.convert_checkpoint(state)
-        own = self.state_dict()
-        matched = [k for k in state if k in own]
-        name = type(self).__name__
-        if not matched:
-            raise ValueError(f'{name}: none of the {len(state)} keys in {path!r} match this backbone '
-                             f'(e.g. {sorted(state)[:3]}): is it a checkpoint of another model?')
-        mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                      for k in matched if state[k].shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'{name}: {len(mismatched)} tensors in {path!r} have other shapes than '
-                             f'this backbone (another arch?): ' + '; '.join(mismatched[:5]))
-        result = self.load_state_dict(state, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-        if strict and missing:
-            raise ValueError(f'{name}: keys missing from {path!r}: {missing[:10]}')
-        logger = MMLogger.get_current_instance()
-        print_log(f'{name}: loaded {len(matched)} tensors from {path}; missing keys: '
-                  f'{missing or "none"}; unexpected keys: {unexpected or "none"}', logger=logger)
-        return {'missing_keys': missing, 'unexpected_keys': unexpected}
+        return load_pretrained(self, path, prefix=prefix, min_restored=min_restored)

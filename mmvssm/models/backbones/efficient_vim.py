@@ -20,10 +20,10 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from mmvssm.utils.checkpoint import flatten_norm_params
 from ..layers import ChannelLayerNorm, SqueezeExcite, make_divisible, run_block
-# HEAD_KEY_PREFIXES / flatten_layer_norm_params: re-exported, the converters import them from here
+# re-exported: the checkpoint converters import it from here
 from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES as HEAD_KEY_PREFIXES
-from ..pretrained import flatten_layer_norm_params
 from .base import SSMBackbone, check_images
 
 # Official register functions of classification/models/EfficientViM.py (mlp_ratio 4, ssd_expand 1).
@@ -229,6 +229,7 @@ class EfficientViM(SSMBackbone):
         with_cp: gradient checkpointing per block (saves memory, costs a second forward).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads an official or mmvssm checkpoint
             (converted automatically, classifier-head keys dropped).
+        pretrained: checkpoint path, shorthand for ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     arch_zoo = ARCH_SETTINGS
@@ -244,8 +245,10 @@ class EfficientViM(SSMBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg,
+                         pretrained=pretrained)
         settings = self._parse_arch(arch)
         _check_arch(settings)
         self.embed_dims: Tuple[int, ...] = tuple(settings['embed_dims'])
@@ -307,4 +310,4 @@ class EfficientViM(SSMBackbone):
 def convert_official_backbone(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Backbone weights of an official EfficientViM classifier (or detection/segmentation) state dict."""
     backbone = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_KEY_PREFIXES)}
-    return flatten_layer_norm_params(backbone)
+    return flatten_norm_params(backbone)

@@ -25,6 +25,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from mmvssm.ops import atrous_scan
+from mmvssm.utils.checkpoint import strip_prefix
 # atrous_scan_index/atrous_scatter: re-exported, the scan order is part of this model's definition
 from mmvssm.ops.atrous import (NUM_DIRECTIONS, atrous_gather, atrous_scan_index,  # noqa: F401
                                atrous_scatter)
@@ -249,16 +250,12 @@ _IR_STAGE_KEY = re.compile(r'^layers\.(\d+)\.(\d+)\.(.+)$')
 def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Official ``EfficientVSSM`` / ``Backbone_EfficientVSSM`` keys -> ours (``classifier.*`` kept).
 
-    Strips any number of leading ``module.`` (EMA of a DDP model saves ``module.module.``). Keys already
+    Strips leading ``module.`` prefixes (EMA of a DDP model saves ``module.module.``). Keys already
     in our layout pass through unchanged. In the official inverted-residual stages (``layers.i.n.*``)
     element 0 is a Permute, blocks are 1..depth and the downsample is the element holding
     ``reduction.weight``.
     """
-    state = {}
-    for key, value in state_dict.items():
-        while key.startswith('module.'):
-            key = key[len('module.'):]
-        state[key] = value
+    state = strip_prefix(state_dict, 'module.', only_if_all=True)
     downsample_index = {}
     for key in state:
         match = _IR_STAGE_KEY.match(key)
@@ -299,6 +296,7 @@ class EfficientVMamba(SSMBackbone):
         scan_backend: backend of :func:`mmvssm.ops.multi_direction_scan` ('auto' picks by device).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads official
             (classification EMA/``module.`` containers or dense ``outnorm`` layouts) or our checkpoints.
+        pretrained: checkpoint path, shorthand for ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     arch_zoo = {
@@ -318,8 +316,10 @@ class EfficientVMamba(SSMBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  scan_backend: str = 'auto',
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg,
+                         pretrained=pretrained)
         self.dims, self.depths = self._stage_widths(self._parse_arch(arch))
         num_stages = len(self.depths)
         self._check_frozen_stages(num_stages)
@@ -389,15 +389,3 @@ class EfficientVMamba(SSMBackbone):
         """Official layout -> ours; the classifier is dropped (outnorms stay freshly initialised)."""
         state = convert_official_state_dict(state_dict)
         return {k: v for k, v in state.items() if not k.startswith('classifier.')}
-
-    def load_pretrained(self, path: str, prefix: Optional[str] = None,
-                        strict: bool = False) -> Dict[str, list]:
-        """Load and fail loudly on any mismatch other than the (expected) missing ``outnorm{i}``."""
-        result = super().load_pretrained(path, prefix=prefix, strict=strict)
-        missing = [k for k in result['missing_keys'] if not k.startswith('outnorm')]
-        if missing or result['unexpected_keys']:
-            raise ValueError(
-                f'EfficientVMamba(dims={self.dims}, depths={self.depths}): {path!r} does not match '
-                f'this arch: missing {missing[:8]}, unexpected {result["unexpected_keys"][:8]}; '
-                f'check `arch` against the checkpoint (T/S have depths [2, 2, 4, 2], B [2, 2, 9, 2]).')
-        return result

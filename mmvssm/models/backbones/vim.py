@@ -17,6 +17,7 @@ Dense prediction: the selected layers' token maps (B, D, H/16, W/16), optionally
 4/8/16/32 by :class:`~mmvssm.models.necks.VimFeaturePyramid`.
 """
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -253,6 +254,7 @@ class Vim(SSMBackbone):
         norm_eval: keep the pyramid's BatchNorm in eval mode.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint=PATH)``: official Vim checkpoints (dict with
             ``model``/``model_ema``) or ours; see :meth:`convert_checkpoint`.
+        pretrained: checkpoint path, shorthand for ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``.
     """
 
     arch_zoo = ARCH_SETTINGS
@@ -280,8 +282,10 @@ class Vim(SSMBackbone):
                  with_cp: bool = False,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg)
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None) -> None:
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, init_cfg=init_cfg,
+                         pretrained=pretrained)
         arch_cfg = self._parse_arch(arch)
         dims, depth = arch_cfg.pop('embed_dims'), arch_cfg.pop('depth')
         self.embed_dims, self.depth = dims, depth
@@ -439,6 +443,8 @@ class Vim(SSMBackbone):
             raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*): a legacy v1 model with '
                              'a head class token; only the released middle-class-token models are supported')
         state = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+        if getattr(self, 'multi_scale', False):  # official seg/ backbone: fpn{i}.* -> pyramid.fpn{i}.*
+            state = {('pyramid.' + k) if re.match(r'fpn\d+\.', k) else k: v for k, v in state.items()}
         if not self.final_norm:
             state.pop('norm_f.weight', None)
         if 'pos_embed' not in state:

@@ -2,25 +2,14 @@
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from mmengine.logging import MMLogger, print_log
 from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+from mmvssm.utils.checkpoint import load_pretrained
 from ..layers import ChannelLayerNorm
-from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES, PretrainedInit, flatten_layer_norm_params
-
-
-def convert_official_head(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Fusion-head weights of a state dict in the official layout (``norm.*``, ``heads*``, ``weights*``)
-    or the mmpretrain layout (``head.*``), with LayerNorm parameters flattened to (C,)."""
-    if any(k.startswith('head.') for k in state_dict):
-        head = {k[len('head.'):]: v for k, v in state_dict.items() if k.startswith('head.')}
-    else:
-        head = {k: v for k, v in state_dict.items() if k.startswith(EFFICIENT_VIM_HEAD_KEY_PREFIXES)}
-    return flatten_layer_norm_params(head)
+from ..pretrained import PretrainedInit
 
 
 @MODELS.register_module()
@@ -115,21 +104,6 @@ class EfficientViMFusionHead(PretrainedInit, ClsHead):
         return super().loss(feats, data_samples, **kwargs)
 
     def load_pretrained(self, path: str) -> Dict[str, list]:
-        """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one."""
-        state = convert_official_head(extract_state_dict(load_checkpoint_file(path)))
-        if not state:
-            raise ValueError(f'EfficientViMFusionHead: {path!r} has no fusion-head weights (norm.*, '
-                             f'heads.*, weights or head.*): is it a backbone-only checkpoint?')
-        if not self.distillation:
-            state = {k: v for k, v in state.items() if not k.startswith(('heads_dist.', 'weights_dist'))}
-        own = self.state_dict()
-        mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs head {tuple(own[k].shape)}'
-                      for k, v in state.items() if k in own and v.shape != own[k].shape]
-        if mismatched:
-            raise ValueError(f'EfficientViMFusionHead: {path!r} does not fit this head (another arch or '
-                             f'num_classes?): ' + '; '.join(mismatched[:5]))
-        result = self.load_state_dict(state, strict=False)
-        print_log(f'EfficientViMFusionHead: loaded {len(state)} tensors from {path}; missing keys: '
-                  f'{result.missing_keys or "none"}; unexpected keys: {result.unexpected_keys or "none"}',
-                  logger=MMLogger.get_current_instance())
-        return {'missing_keys': list(result.missing_keys), 'unexpected_keys': list(result.unexpected_keys)}
+        """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one
+        (:func:`mmvssm.utils.checkpoint.load_pretrained`, ``head.`` part of a whole-model file)."""
+        return load_pretrained(self, path, default_prefix='head.')
