@@ -12,8 +12,16 @@ an empty pointer.
   rename): the previous file survives a failure and no partial file remains;
 * ``--resume`` without a path uses :func:`find_resumable_checkpoint`, which follows ``last_checkpoint``
   when it names an existing file and otherwise takes the newest ``iter_*.pth``/``epoch_*.pth``.
+
+:func:`allow_mmengine_checkpoints` (run by ``import mmvssm``) is for every other tool in the process,
+mmseg's and mmdet's own ``tools/train.py``/``test.py`` and the inferencers included: torch >= 2.6 loads with
+``weights_only=True`` by default, and mmengine 0.10.7's loader then refuses the checkpoints mmengine itself
+writes (``HistoryBuffer``, numpy scalars and arrays). It makes mmengine's ``CheckpointLoader`` load with the
+same allow-list of plain-data classes as our own loader, for the duration of each call only; anything
+else (an arbitrary pickle) is still refused.
 """
 import contextlib
+import functools
 import glob
 import os.path as osp
 import re
@@ -22,10 +30,13 @@ from typing import Iterator, Optional
 import mmengine.runner
 import mmengine.runner.checkpoint
 import mmengine.runner.runner
+import torch
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.logging import print_log
 
-from mmvssm.utils.checkpoint import atomic_save, safe_mmengine_checkpoint_loading
+from mmengine.runner.checkpoint import CheckpointLoader
+
+from mmvssm.utils.checkpoint import _safe_globals, atomic_save, safe_mmengine_checkpoint_loading
 
 _CKPT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 
@@ -98,3 +109,27 @@ def crash_safe_checkpoints() -> Iterator[None]:
     finally:
         for site, name, value in saved:
             setattr(site, name, value)
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Make mmengine's ``CheckpointLoader`` read mmengine's own checkpoints on torch >= 2.6, safely.
+
+    Wraps ``CheckpointLoader.load_checkpoint``, the one entry that every mmengine load goes through
+    (``Runner.resume``/``load_checkpoint``, ``mmengine.runner.load_checkpoint``, ``PretrainedInit``, the
+    inferencers' ``weights=``), whatever the scheme (local, http, s3 ...). Each call runs inside
+    ``torch.serialization.safe_globals`` with the allow-list of :mod:`mmvssm.utils.checkpoint`: torch's
+    ``weights_only=True`` unpickler additionally accepts those plain-data classes (none can run code)
+    during that call, refuses everything else as before, and nothing changes for other ``torch.load``
+    calls of the process. A load with ``weights_only=False`` asked explicitly is not affected. Idempotent.
+    """
+    current = CheckpointLoader.__dict__['load_checkpoint'].__func__
+    if getattr(current, '_mmvssm_allow_list', False):
+        return
+
+    @functools.wraps(current)
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        with torch.serialization.safe_globals(_safe_globals()):
+            return current(cls, filename, map_location=map_location, logger=logger)
+
+    load_checkpoint._mmvssm_allow_list = True
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
