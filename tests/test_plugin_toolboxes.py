@@ -185,3 +185,20 @@ def test_efficient_vim_with_plain_fpn_has_wrong_anchor_strides(tmp_path):
         'model.neck': dict(_delete_=True, type='FPN', in_channels=[32, 48, 64], out_channels=DET_WIDTH, num_outs=5)})
     with pytest.raises(NeckWiringError, match=r'strides \[4, 8, 16, 32, 64\].*\[16, 32, 64, 128, 256\]'):
         check_neck_wiring(build_like_tools(cfg))
+
+
+def test_readme_recipe_builds_and_is_wired_right(tmp_path):
+    """The README's plug-in snippet, as printed (full Vim-Small), without the weights file it names."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    section = readme[readme.index('### Use in your own mmseg / mmdet project'):]
+    start = section.index('```python\n') + len('```python\n')
+    snippet = section[start:section.index('\n```', start)]
+    path = tmp_path / 'my_project_config.py'
+    path.write_text(snippet)
+    cfg = Config.fromfile(str(path))
+    cfg.merge_from_dict({'model.backbone.init_cfg': None})
+    assert cfg.custom_hooks == [dict(type='NeckWiringCheckHook')]
+    model = build_like_tools(cfg)
+    assert type(model.backbone).__name__ == 'Vim' and model.backbone.embed_dims == 384
+    assert check_neck_wiring(model, input_size=64) == [(384, 4), (384, 8), (384, 16), (384, 32)]
