@@ -122,7 +122,10 @@ def allow_mmengine_checkpoints() -> None:
     during that call, refuses everything else as before, and nothing changes for other ``torch.load``
     calls of the process. A load with ``weights_only=False`` asked explicitly is not affected. Idempotent.
     """
-    current = CheckpointLoader.__dict__['load_checkpoint'].__func__
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5: loads are not weights-only
+        return
+    current = CheckpointLoader.__dict__['load_checkpoint']
+    current = getattr(current, '__func__', current)
     if getattr(current, '_mmvssm_allow_list', False):
         return
 
