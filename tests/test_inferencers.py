@@ -12,6 +12,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
+from mmengine.registry import DefaultScope
 from mmengine.runner import save_checkpoint
 
 import mmvssm  # noqa: F401
@@ -22,15 +23,17 @@ IMAGE = np.random.RandomState(0).randint(0, 256, (64, 80, 3), dtype=np.uint8)  #
 
 # the test pipelines' Resize (ADE20K: 2048x512, COCO: 1333x800) at a size that runs in a second
 SMALL_TEST_RESIZE = {'test_dataloader.dataset.pipeline.1.scale': (160, 128)}
+EVIM_ARCH = dict(embed_dims=[32, 48, 64], depths=[1, 1, 1], state_dims=[16, 9, 4])
 CLS = {
     'imagenet/vim_tiny_in1k.py': {
-        'model.backbone.arch': dict(_delete_=True, embed_dims=32, depth=4), 'model.backbone.out_indices': (3, ),
+        'model.backbone.arch': dict(_delete_=True, embed_dims=32, depth=4),
+        'model.backbone.out_indices': (3, ),
         'model.head.in_channels': 32},
     'imagenet/efficient_vmamba_t_in1k.py': {
         'model.backbone.arch': dict(_delete_=True, dims=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
         'model.head.in_channels': 128},
     'imagenet/efficient_vim_m1_in1k.py': {
-        'model.backbone.arch': dict(_delete_=True, embed_dims=[32, 48, 64], depths=[1, 1, 1], state_dims=[16, 9, 4]),
+        'model.backbone.arch': dict(_delete_=True, **EVIM_ARCH),
         'model.head.in_channels': (32, 48, 64)},
 }
 
@@ -64,14 +67,18 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_mmpretrain_image_classification_inferencer(name, tmp_path):
     from mmpretrain.apis import ImageClassificationInferencer
     cfg = tiny(name, CLS[name])
-    first = ImageClassificationInferencer(cfg, pretrained=False, device='cpu')
+    # Unlike mmseg's and mmdet's, mmpretrain's inferencer builds its pipeline in whatever default scope
+    # the process is in (mmseg's after an mmseg runner or inferencer): give it its own.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        first = ImageClassificationInferencer(cfg, pretrained=False, device='cpu')
     result = first(IMAGE)[0]
     assert result['pred_scores'].shape == (1000, )
     assert np.isclose(result['pred_scores'].sum(), 1, atol=1e-4)
     assert result['pred_class'] == first.classes[result['pred_label']]  # ImageNet names from the config
 
     weights = training_checkpoint(first.model, str(tmp_path / 'cls.pth'))
-    second = ImageClassificationInferencer(cfg, pretrained=weights, device='cpu')
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        second = ImageClassificationInferencer(cfg, pretrained=weights, device='cpu')
     assert_same_weights(first.model, second.model)
     np.testing.assert_allclose(second(IMAGE)[0]['pred_scores'], result['pred_scores'], rtol=1e-5, atol=1e-7)
 
@@ -97,7 +104,7 @@ def test_mmseg_inferencer(tmp_path):
 def test_mmdet_det_inferencer(tmp_path):
     from mmdet.apis import DetInferencer
     cfg = tiny('mask_rcnn_efficient_vim_m1_fpn_1x_coco.py', {
-        'model.backbone.arch': dict(_delete_=True, embed_dims=[32, 48, 64], depths=[1, 1, 1], state_dims=[16, 9, 4]),
+        'model.backbone.arch': dict(_delete_=True, **EVIM_ARCH),
         'model.backbone.init_cfg': None, 'model.neck.in_channels': [32, 48, 64],
         'model.test_cfg.rcnn.score_thr': 0.0,  # random weights score about 1/81: keep every detection
         'model.test_cfg.rcnn.max_per_img': 10, 'model.test_cfg.rpn.nms_pre': 100,

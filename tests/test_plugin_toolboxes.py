@@ -48,7 +48,8 @@ DET_DATA = {
     'model.roi_head.bbox_roi_extractor.out_channels': DET_WIDTH,
     'model.roi_head.bbox_head.in_channels': DET_WIDTH, 'model.roi_head.bbox_head.fc_out_channels': 64,
     'model.roi_head.mask_roi_extractor.out_channels': DET_WIDTH,
-    'model.roi_head.mask_head.in_channels': DET_WIDTH, 'model.roi_head.mask_head.conv_out_channels': DET_WIDTH,
+    'model.roi_head.mask_head.in_channels': DET_WIDTH,
+    'model.roi_head.mask_head.conv_out_channels': DET_WIDTH,
     'model.roi_head.mask_head.num_convs': 1,
     'train_dataloader.batch_size': 2, 'train_dataloader.num_workers': 0,
     'train_dataloader.persistent_workers': False, 'train_dataloader.dataset.data_root': 'data/tiny/coco/',
@@ -182,7 +183,8 @@ def test_seg_channel_mismatch_names_the_fix(key, value, fix, tmp_path):
 def test_efficient_vim_with_plain_fpn_has_wrong_anchor_strides(tmp_path):
     """EfficientViM's 16/32/64 stages through mmdet's own FPN would meet anchors at 4..64."""
     cfg = tiny_config('mask-rcnn_efficient-vim-m1_fpn_1x_coco.py', str(tmp_path), **{
-        'model.neck': dict(_delete_=True, type='FPN', in_channels=[32, 48, 64], out_channels=DET_WIDTH, num_outs=5)})
+        'model.neck': dict(_delete_=True, type='FPN', in_channels=[32, 48, 64], out_channels=DET_WIDTH,
+                           num_outs=5)})
     with pytest.raises(NeckWiringError, match=r'strides \[4, 8, 16, 32, 64\].*\[16, 32, 64, 128, 256\]'):
         check_neck_wiring(build_like_tools(cfg))
 
