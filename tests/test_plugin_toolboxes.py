@@ -76,6 +76,18 @@ CASES = {
         **EVIM, 'model.neck.in_channels': [32, 48, 64]}),
 }
 CHECKPOINT = {'mmseg': 'iter_1.pth', 'mmdet': 'epoch_1.pth'}
+# --cfg-options of their test.py runs on the tiny validation split
+TEST_DATA = {
+    'mmseg': {'test_dataloader.dataset.data_root': 'data/tiny/ade',
+              'test_dataloader.dataset.pipeline.1.scale': (128, 64)},
+    'mmdet': {'test_dataloader.dataset.data_root': 'data/tiny/coco/',
+              'test_dataloader.dataset.pipeline.1.scale': (128, 128),
+              'test_evaluator.ann_file': 'data/tiny/coco/annotations/instances_val2017.json',
+              # random-ish weights score about 1/81 per class: keep a few detections to evaluate
+              'model.test_cfg.rcnn.score_thr': 0.0, 'model.test_cfg.rpn.max_per_img': 20},
+}
+# the cases that also go through their tools/test.py (one per toolbox)
+THEIR_TEST = ('upernet_vit_vim-s_ade20k.py', 'mask-rcnn_efficient-vmamba-t_fpn_1x_coco.py')
 
 
 def tiny_config(name: str, work_dir: str, **extra) -> Config:
@@ -130,6 +142,21 @@ def test_one_iteration_with_their_runner_then_mmengine_reads_the_checkpoint(name
     strides = [s for _, s in check_neck_wiring(model)]
     assert strides == ([4, 8, 16, 32, 64] if CASES[name][0] == 'mmdet' else
                        [16, 32, 64] if 'efficient-vim' in name else [4, 8, 16, 32])
+    if name in THEIR_TEST:
+        their_test_entry(name, ckpt, str(tmp_path / 'test'), trained)
+
+
+def their_test_entry(name: str, ckpt: str, work_dir: str, trained: dict) -> None:
+    """Their tools/test.py: ``cfg.load_from = CHECKPOINT`` then ``runner.test()`` on the tiny val split."""
+    scope = CASES[name][0]
+    cfg = tiny_config(name, work_dir, **TEST_DATA[scope], **{
+        'test_dataloader.num_workers': 0, 'test_dataloader.persistent_workers': False})
+    cfg.load_from = ckpt
+    runner = their_runner(cfg)
+    metrics = runner.test()
+    tested = runner.model.state_dict()
+    assert all(torch.equal(tested[k], v) for k, v in trained.items())
+    assert ('mIoU' if scope == 'mmseg' else 'coco/bbox_mAP') in metrics
 
 
 class RunsCode:
