@@ -207,6 +207,18 @@ def test_seg_channel_mismatch_names_the_fix(key, value, fix, tmp_path):
         check_neck_wiring(build_like_tools(cfg))
 
 
+@pytest.mark.parametrize('key, value, error', [
+    # Vim's plain stride-16 maps through mmdet's FPN: anchors at 4..64 would meet 16/16/16/16/32
+    ('model.backbone.multi_scale', False, r'single-stride maps.*keep multi_scale=True'),
+    ('model.neck.in_channels', [256, 512, 1024, 2048], r'set model\.neck\.in_channels=\[32, 32, 32, 32\]'),
+    ('model.rpn_head.in_channels', 256, r'set model\.rpn_head\.in_channels=32'),
+])
+def test_det_mis_wiring_names_the_fix(key, value, error, tmp_path):
+    cfg = tiny_config('mask-rcnn_vim-s_fpn_1x_coco.py', str(tmp_path), **{key: value})
+    with pytest.raises(NeckWiringError, match=error):
+        check_neck_wiring(build_like_tools(cfg))
+
+
 def test_efficient_vim_with_plain_fpn_has_wrong_anchor_strides(tmp_path):
     """EfficientViM's 16/32/64 stages through mmdet's own FPN would meet anchors at 4..64."""
     cfg = tiny_config('mask-rcnn_efficient-vim-m1_fpn_1x_coco.py', str(tmp_path), **{

@@ -107,9 +107,15 @@ def _prior_strides(head: nn.Module) -> Optional[List[int]]:
     return [int(s[0]) if isinstance(s, (tuple, list)) else int(s) for s in strides]
 
 
-def _check_det_heads(model: nn.Module, maps: Maps, source: str) -> None:
+def _check_det_heads(model: nn.Module, maps: Maps, source: str, backbone_strides: List[int]) -> None:
     """mmdet dense heads (anchor strides, in_channels) and RoI extractors (featmap_strides, channels)."""
     strides = [s for _, s in maps]
+    if len(backbone_strides) > 1 and len(set(backbone_strides)) == 1:
+        how = (f'the backbone returns single-stride maps (all stride {backbone_strides[0]}): give the neck '
+               f'a pyramid (Vim: keep multi_scale=True, its own pyramid has strides 4/8/16/32)')
+    else:
+        how = ('make the neck output those strides (e.g. num_outs, start_level, or EfficientViMFPN for '
+               'EfficientViM\'s 16/32/64 stages)')
     for attr in ('rpn_head', 'bbox_head'):
         head = getattr(model, attr, None)
         prior = _prior_strides(head) if head is not None else None
@@ -118,8 +124,7 @@ def _check_det_heads(model: nn.Module, maps: Maps, source: str) -> None:
         if prior != strides[:len(prior)] or len(prior) > len(maps):
             raise NeckWiringError(
                 f'model.{attr} places its anchors/priors at strides {prior}, but {source} gives '
-                f'{len(maps)} maps at strides {strides}. Fix: make the neck output those strides (e.g. '
-                f'num_outs, start_level, or EfficientViMFPN for EfficientViM\'s 16/32/64 stages) or set '
+                f'{len(maps)} maps at strides {strides}. Fix: {how}, or set '
                 f'model.{attr}.anchor_generator.strides={strides} (and the RoI extractors\' featmap_strides)')
         in_channels = getattr(head, 'in_channels', None)
         if isinstance(in_channels, int) and any(c != in_channels for c, _ in maps[:len(prior)]):
@@ -193,6 +198,7 @@ def check_neck_wiring(model: nn.Module, input_size: Optional[int] = None) -> Opt
             maps = _measure(feats, size, f'the backbone {name}')
             if maps is None:
                 return None
+            backbone_strides = [s for _, s in maps]
             source = f'the backbone {name}'
             neck = getattr(model, 'neck', None)
             if neck is not None:
@@ -203,7 +209,7 @@ def check_neck_wiring(model: nn.Module, input_size: Optional[int] = None) -> Opt
                     return None
                 maps, source = neck_maps, f'model.neck ({type(neck).__name__})'
             _check_seg_heads(model, maps, source)
-            _check_det_heads(model, maps, source)
+            _check_det_heads(model, maps, source, backbone_strides)
             return maps
     finally:
         model.train(was_training)
