@@ -15,8 +15,16 @@ an empty pointer.
   when it names an existing file and otherwise takes the newest ``iter_*.pth``/``epoch_*.pth``, refuses
   (with an error in the log) one that cannot be read and falls back to the previous one, and deletes the
   temporary files of an interrupted save.
+
+:func:`allow_mmengine_checkpoints` (run by ``import mmvssm``) is for every other tool in the process,
+mmseg's and mmdet's own ``tools/train.py``/``test.py`` and the inferencers included: torch >= 2.6 loads with
+``weights_only=True`` by default, and mmengine 0.10.7's loader then refuses the checkpoints mmengine itself
+writes (``HistoryBuffer``, numpy scalars and arrays). It makes mmengine's ``CheckpointLoader`` load with the
+same allow-list of plain-data classes as our own loader, for the duration of each call only; anything
+else (an arbitrary pickle) is still refused.
 """
 import contextlib
+import functools
 import glob
 import logging
 import os
@@ -27,12 +35,15 @@ from typing import Iterator, List, Optional, Tuple
 import mmengine.runner
 import mmengine.runner.checkpoint
 import mmengine.runner.runner
+import torch
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.logging import print_log
 
 from mmengine.hooks import CheckpointHook
+from mmengine.runner.checkpoint import CheckpointLoader
 
-from mmvssm.utils.checkpoint import atomic_save, load_checkpoint_file, safe_mmengine_checkpoint_loading
+from mmvssm.utils.checkpoint import (_safe_globals, atomic_save, load_checkpoint_file,
+                                     safe_mmengine_checkpoint_loading)
 
 _CKPT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 _TMP_NAME = re.compile(r'^\..+\.pth\.[^.]+\.tmp$')  # atomic_save's mkstemp names
@@ -160,3 +171,30 @@ def crash_safe_checkpoints() -> Iterator[None]:
     finally:
         for site, name, value in saved:
             setattr(site, name, value)
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Make mmengine's ``CheckpointLoader`` read mmengine's own checkpoints on torch >= 2.6, safely.
+
+    Wraps ``CheckpointLoader.load_checkpoint``, the one entry that every mmengine load goes through
+    (``Runner.resume``/``load_checkpoint``, ``mmengine.runner.load_checkpoint``, ``PretrainedInit``, the
+    inferencers' ``weights=``), whatever the scheme (local, http, s3 ...). Each call runs inside
+    ``torch.serialization.safe_globals`` with the allow-list of :mod:`mmvssm.utils.checkpoint`: torch's
+    ``weights_only=True`` unpickler additionally accepts those plain-data classes (none can run code)
+    during that call, refuses everything else as before, and nothing changes for other ``torch.load``
+    calls of the process. A load with ``weights_only=False`` asked explicitly is not affected. Idempotent.
+    """
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5: loads are not weights-only
+        return
+    current = CheckpointLoader.__dict__['load_checkpoint']
+    current = getattr(current, '__func__', current)
+    if getattr(current, '_mmvssm_allow_list', False):
+        return
+
+    @functools.wraps(current)
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        with torch.serialization.safe_globals(_safe_globals()):
+            return current(cls, filename, map_location=map_location, logger=logger)
+
+    load_checkpoint._mmvssm_allow_list = True
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)

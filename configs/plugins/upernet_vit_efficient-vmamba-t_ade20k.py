@@ -1,0 +1,33 @@
+# Plug-in example (mmseg): mmseg's OWN ViT UperNet and ADE20K files, with EfficientVMamba-T swapped in.
+# EfficientVMamba is hierarchical (four stages at strides 4/8/16/32, as UperNet wants), so the ViT base's
+# MultiLevelNeck, which rescales single-stride ViT maps, is removed (`neck=None`) and the heads read the
+# stages directly. `pretrained=None` and `data_preprocessor.size` as in upernet_vit_vim-s_ade20k.py.
+_base_ = [
+    'mmseg::_base_/models/upernet_vit-b16_ln_mln.py', 'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
+]
+custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+crop_size = (512, 512)
+dims = [48, 96, 192, 384]
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='EfficientVMamba',
+        arch=dict(dims=dims, depths=[2, 2, 4, 2]),  # = arch 't'; a dict so overrides merge
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.3,
+        # official ImageNet weights, converted on loading:
+        # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficient_vmamba_tiny.ckpt'),
+    ),
+    neck=None,
+    decode_head=dict(in_channels=dims, in_index=[0, 1, 2, 3], num_classes=150),
+    auxiliary_head=dict(in_channels=dims[2], in_index=2, num_classes=150))
+custom_hooks = [dict(type='NeckWiringCheckHook')]
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+train_dataloader = dict(batch_size=4)
