@@ -44,11 +44,12 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.1),
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(num_layers=24, layer_decay_rate=0.92, preset='vim_seg_as_run'))
-# mmcv's poly with linear warm-up: the warm-up factor multiplies the poly value of the whole 60k run (the
-# poly does not restart after the warm-up), so both schedulers start at 0.
+# mmcv's poly with linear warm-up: lr(t) = base * (1 - t / 60000) * (1e-6 + (1 - 1e-6) * t / 1500) for
+# t < 1500, then the poly alone: the warm-up multiplies the poly of the whole run (which does not restart),
+# so both schedulers start at 0; mmengine's schedulers reach their end value at `end - 1`, hence the +1.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=60000, by_epoch=False),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1501),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=60001, by_epoch=False),
 ]
 # official schedule_60k.py: evaluate and save every 1000 iterations, keep 4, keep the best mIoU
 train_cfg = dict(max_iters=60000, val_interval=1000)
