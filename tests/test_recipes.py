@@ -121,10 +121,10 @@ def test_seg_schedule_is_mmcv_poly_with_linear_warmup():
         assert lrs[t] == pytest.approx((1 - t / 60000) * warm, rel=1e-6), t
 
 
-def lr_trajectory(schedulers_cfg, iters) -> list:
-    """lr factor at each iteration of a run with base lr 1 under the configured schedulers."""
+def lr_trajectory(schedulers_cfg, iters, base_lr: float = 1.0) -> list:
+    """lr at each iteration of a run with ``base_lr`` under the configured schedulers."""
     from mmengine.registry import PARAM_SCHEDULERS
-    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), dict(optimizer=dict(type='SGD', lr=1.0)))
+    wrapper = build_optim_wrapper(torch.nn.Linear(1, 1), dict(optimizer=dict(type='SGD', lr=base_lr)))
     schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=wrapper)) for s in schedulers_cfg]
     lrs = []
     for _ in iters:
@@ -176,6 +176,9 @@ def test_cascade_reduced_trains_one_iteration_and_det_preset_groups():
         'model.backbone.out_indices': [1],
         'model.backbone.img_size': 128, 'model.neck.in_channels': 32,
         'model.data_preprocessor.pad_size_divisor': 128})
+    for stage in cfg.model.train_cfg.rcnn:  # few RoIs: the heads' 256-channel convs dominate on CPU
+        stage.sampler.num = 16
+    cfg.model.train_cfg.rpn_proposal.max_per_img = 50
     model = build_model(cfg.model, 'mmdet')
     losses, data = det_train_step(model, 128, 96, batch=1, items=2)
     assert data['inputs'].shape[-2:] == (128, 128)  # padded to the square
@@ -211,3 +214,20 @@ def test_unknown_preset_is_refused():
         build_optim_wrapper(torch.nn.Linear(2, 2), dict(
             optimizer=dict(type='AdamW', lr=1.0), constructor='LayerDecayOptimWrapperConstructor',
             paramwise_cfg=dict(num_layers=2, layer_decay_rate=0.9, preset='official')))
+
+
+# ------------------------------------------------------------------------------------------ EfficientViM
+def test_efficient_vim_schedules_equal_mmcv_lr_config():
+    """mlvlab/EfficientViM runs on mmcv 1.x: sem-FPN poly 0.9 to 1e-6 over 40k (no warm-up); detection
+    linear warm-up 500 iterations from 0.001 (then steps by epoch)."""
+    seg = load_config('fpn_efficient_vim_m4_ade20k_40k.py')
+    base = seg.optim_wrapper.optimizer.lr
+    lrs = lr_trajectory(seg.param_scheduler, range(40000), base)
+    for t in (0, 1, 20000, 39999):
+        assert lrs[t] == pytest.approx((base - 1e-6) * (1 - t / 40000) ** 0.9 + 1e-6, rel=1e-6), t
+    for name in ('mask_rcnn_efficient_vim_m4_fpn_1x_coco.py', 'retinanet_efficient_vim_m4_fpn_1x_coco.py'):
+        det = load_config(name)
+        warm = [s for s in det.param_scheduler if s.type == 'LinearLR']
+        lrs = lr_trajectory(warm, range(600))
+        for t in (0, 1, 250, 499, 500, 599):
+            assert lrs[t] == pytest.approx(0.001 + 0.999 * t / 500 if t < 500 else 1.0, rel=1e-6), (name, t)
