@@ -9,7 +9,9 @@ _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
 ]
-custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+# the RoI head of detectron2's cascade (one mask head, gradient scaling) needs mmdet: imported here only
+custom_imports = dict(imports=['mmvssm', 'mmvssm.models.heads.vitdet_cascade_roi_head'],
+                      allow_failed_imports=False)
 embed_dims = 192
 pretrained = None  # an official ImageNet Vim checkpoint (class token and its pos entry are dropped)
 image_size = (1024, 1024)
@@ -46,6 +48,8 @@ model = dict(
         num_convs=2,  # "2conv in RPN"
         loss_bbox=dict(_delete_=True, type='L1Loss', loss_weight=1.0)),  # detectron2 smooth_l1_beta 0
     roi_head=dict(
+        type='ViTDetCascadeRoIHead',  # one mask head on stage-1 samples / final boxes, grads x1/3 per stage
+        stage_loss_weights=[1, 1, 1],
         bbox_head=[
             dict(
                 type='Shared4Conv1FCBBoxHead',  # 4conv1fc with LN ("conv_norm='LN'")
@@ -65,7 +69,20 @@ model = dict(
             for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [1 / 30, 1 / 30, 1 / 15, 1 / 15])
         ],
         mask_head=dict(norm_cfg=ln)),  # 4 convs with LN
-    train_cfg=dict(rpn_proposal=dict(max_per_img=1000)),  # detectron2 post_nms_topk (1000, 1000)
+    train_cfg=dict(
+        rpn_proposal=dict(max_per_img=1000),  # detectron2 post_nms_topk (1000, 1000)
+        # stages 2 and 3 label every refined box of the previous stage without subsampling (detectron2
+        # _match_and_label_boxes): <= 512 candidates, all kept with pos_fraction 1
+        rcnn=[
+            dict(
+                assigner=dict(type='MaxIoUAssigner', pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou,
+                              match_low_quality=False, ignore_iof_thr=-1),
+                sampler=dict(type='RandomSampler', num=512, pos_fraction=0.25 if iou == 0.5 else 1.0,
+                             neg_pos_ub=-1, add_gt_as_proposals=True),
+                mask_size=28,
+                pos_weight=-1,
+                debug=False) for iou in (0.5, 0.6, 0.7)
+        ]),
     test_cfg=dict(rcnn=dict(score_thr=0.05)))
 
 # LSJ at 1024 (coco_loader_lsj.py): flip, ResizeScale 0.1-2.0 to 1024, FixedSizeCrop 1024 without pad,

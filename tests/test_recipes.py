@@ -184,12 +184,40 @@ def test_cascade_reduced_trains_one_iteration_and_det_preset_groups():
     assert data['inputs'].shape[-2:] == (128, 128)  # padded to the square
     assert all(torch.isfinite(v).all() for k, v in losses.items() if 'loss' in k and torch.is_tensor(v))
     assert model.backbone.layers[0].mixer.in_proj.weight.grad is not None
-    assert {k for k in losses if k.startswith('s2.')} >= {'s2.loss_cls', 's2.loss_bbox', 's2.loss_mask'}
+    # detectron2's cascade: box losses of 3 stages weighted 1, one mask loss (first stage's samples)
+    assert {k for k in losses if 'loss' in k and k[:2] in ('s0', 's1', 's2')} == {
+        f's{i}.loss_{n}' for i in range(3) for n in ('cls', 'bbox')} | {'s0.loss_mask'}
+    assert len(model.roi_head.mask_head) == 1 and model.roi_head.mask_head[0].convs[0].norm_name == 'ln'
+    model.eval()
+    with torch.no_grad():
+        results = model.predict(data['inputs'], data['data_samples'])
+    assert tuple(results[0].pred_instances.masks.shape[-2:]) == tuple(data['data_samples'][0].ori_shape)
+    # the single mask head on given boxes (random weights may leave predict() without detections)
+    from mmengine.structures import InstanceData
+    boxes = InstanceData(bboxes=torch.tensor([[8., 8., 60., 90.], [0., 0., 30., 30.]]),
+                         labels=torch.tensor([3, 7]), scores=torch.tensor([0.9, 0.8]))
+    with torch.no_grad():
+        feats = model.extract_feat(data['inputs'])
+        masks = model.roi_head.predict_mask(feats, [data['data_samples'][0].metainfo], [boxes])
+    assert masks[0].masks.shape[0] == 2 and masks[0].masks.dtype == torch.bool
     opt = cfg.optim_wrapper.optimizer
     got = groups_of(model, dict(cfg.optim_wrapper, type='OptimWrapper'))
     for name, _ in model.named_parameters():
         assert got[name] == pytest.approx(official_det_groups(name, opt.lr, opt.weight_decay, 0.837, 2)), name
     assert got['backbone.layers.0.norm.weight'][1] == opt.weight_decay  # RMSNorm decayed, as it ran
+
+
+def test_cascade_head_scales_box_feature_gradients_by_stage_count():
+    from mmvssm.models.heads.vitdet_cascade_roi_head import _ScaleGradient
+    x = torch.randn(3, 4, requires_grad=True)
+    y = _ScaleGradient.apply(x, 1 / 3)
+    assert torch.equal(y, x)
+    y.square().sum().backward()
+    assert torch.allclose(x.grad, 2 * x.detach() / 3)
+    cfg = load_config('cascade_mask_rcnn_vim_tiny_vitdet_100ep_coco.py')
+    with pytest.raises(ValueError, match='one mask head'):
+        build_model(dict(cfg.model.roi_head, mask_head=[cfg.model.roi_head.mask_head] * 3,
+                         train_cfg=cfg.model.train_cfg.rcnn, test_cfg=cfg.model.test_cfg.rcnn), 'mmdet')
 
 
 def test_simple_feature_pyramid_shapes_and_ln2d():
