@@ -45,7 +45,8 @@ def official_det_groups(name: str, base_lr: float, base_wd: float, rate: float, 
         elif '.layers.' in name and '.residual.' not in name:
             layer_id = int(name[name.find('.layers.'):].split('.')[2]) + 1
     # overrides={'pos_embed': {'weight_decay': 0}}; no torch norm class in the official model
-    return base_lr * rate ** (num_layers + 1 - layer_id), 0. if name.split('.')[-1] == 'pos_embed' else base_wd
+    wd = 0. if name.split('.')[-1] == 'pos_embed' else base_wd
+    return base_lr * rate ** (num_layers + 1 - layer_id), wd
 
 
 def groups_of(model: torch.nn.Module, optim_wrapper: dict):
@@ -80,7 +81,8 @@ def test_upernet_configs_equal_the_official_runs(size):
     assert (bb.arch, bb.img_size, bb.patch_size, tuple(bb.out_indices), bb.drop_path_rate) == \
         (dict(embed_dims=exp['dims'], depth=24), 512, 16, (5, 11, 17, 23), 0.1)
     assert not bb.with_cls_token and not bb.final_norm
-    assert cfg.model.decode_head.channels == exp['dims'] and cfg.model.decode_head.in_channels == [exp['dims']] * 4
+    head = cfg.model.decode_head
+    assert head.channels == exp['dims'] and head.in_channels == [exp['dims']] * 4
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
     assert cfg.train_cfg.max_iters == 60000 and cfg.train_dataloader.batch_size == 8
     variant = load_config(f'upernet_vim_{size}_ade20k_per-layer-decay.py')
@@ -155,7 +157,8 @@ def test_cascade_configs_equal_the_official_runs(size):
     for t in (0, 1, 125, 249, 250, 251, 299):
         assert lrs[t] == pytest.approx(0.001 + 0.999 * t / 250 if t < 250 else 1.0, rel=1e-6), t
     heads = cfg.model.roi_head.bbox_head
-    assert [h.norm_cfg.type for h in heads] == ['LN2d'] * 3 and cfg.model.roi_head.mask_head.norm_cfg.type == 'LN2d'
+    assert [h.norm_cfg.type for h in heads] == ['LN2d'] * 3
+    assert cfg.model.roi_head.mask_head.norm_cfg.type == 'LN2d'
     assert all(h.reg_class_agnostic for h in heads)
     assert [a.assigner.pos_iou_thr for a in cfg.model.train_cfg.rcnn] == [0.5, 0.6, 0.7]
     resize = [t for t in cfg.train_pipeline if t.type == 'RandomResize'][0]

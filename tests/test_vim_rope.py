@@ -171,3 +171,19 @@ def test_rope_adds_no_state_and_keeps_parameter_counts():
     with_rope = Vim(arch='small', scan_backend='reference', rope=True, rope_residual=True)
     assert plain.state_dict().keys() == with_rope.state_dict().keys()
     assert sum(p.numel() for p in with_rope.parameters()) == sum(p.numel() for p in plain.parameters())
+
+
+def test_rope_checkpoints_load_without_their_buffers():
+    """The official det/seg backbones' checkpoints carry rope.freqs_{cos,sin} (fixed tables): a RoPE model
+    loads them without those; a model without RoPE, or a head-class-token (v1) checkpoint, is refused."""
+    src = rope_vim().float()
+    cos, sin = rope_tables(DIMS, (4, 4), PT)
+    state = dict(src.state_dict(), **{'rope.freqs_cos': cos, 'rope.freqs_sin': sin})
+    dst = rope_vim(residual_in_fp32=True).float()
+    converted = dst.convert_checkpoint(state)
+    assert not any(k.startswith('rope.') for k in converted)
+    dst.load_state_dict(converted, strict=True)
+    with pytest.raises(ValueError, match='build it with rope=True'):
+        rope_vim(rope=False, rope_residual=False).convert_checkpoint(state)
+    with pytest.raises(ValueError, match='head class token'):
+        dst.convert_checkpoint(dict(state, cls_token=torch.zeros(1, 1, DIMS)))

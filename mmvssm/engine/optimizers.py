@@ -46,7 +46,8 @@ PRESETS: Dict[str, Dict] = {
                      dict(pattern=r'^backbone\.blocks\.(\d+)\.', offset=1)),
         no_decay_patterns=(r'\.bias$', r'^(pos_embed|cls_token)$'), no_decay_1d=True),
     'vim_det_as_run': dict(
-        # its substring tests: '.pos_embed'/'.patch_embed' in name; the first '.layers.{i}' unless '.residual.'
+        # its substring tests: '.pos_embed'/'.patch_embed' in the name; the first '.layers.{i}' unless
+        # '.residual.'
         layer_rules=(dict(pattern=r'^backbone.*\.(?:pos_embed|patch_embed)', layer_id=0),
                      dict(pattern=r'^backbone(?!.*\.residual\.).*?\.layers\.(\d+)', offset=1)),
         no_decay_patterns=(r'(^|\.)pos_embed$',), no_decay_1d=False),

@@ -498,7 +498,8 @@ class Vim(SSMBackbone):
             tokens = insert_middle(tokens, self.cls_token.expand(tokens.shape[0], -1, -1))
         return self.pos_drop(tokens + self._pos_embed_for(grid)), grid
 
-    def _run_layer(self, layer: VimLayer, x: Tensor, rope: Optional[Callable] = None) -> Tuple[Tensor, Tensor]:
+    def _run_layer(self, layer: VimLayer, x: Tensor,
+                   rope: Optional[Callable] = None) -> Tuple[Tensor, Tensor]:
         if self.with_cp and self.training and x.requires_grad:
             return cp.checkpoint(layer, x, rope, self.rope_residual, use_reentrant=False)
         return layer(x, rope, self.rope_residual)
@@ -548,8 +549,15 @@ class Vim(SSMBackbone):
         removed; the grid part is resized bicubically to this model's pretraining grid.
         """
         if any(k.startswith('rope.') for k in state_dict):
-            raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*): a legacy v1 model with '
-                             'a head class token; only the released middle-class-token models are supported')
+            # A RoPE checkpoint without class token (the official det/seg runs' backbones): its
+            # rope.freqs_* buffers hold no learned state (ours are computed per grid). With a class token
+            # it is a legacy v1 model whose class token sits at index 0, which this layout does not know.
+            if self.rope is None or 'cls_token' in state_dict:
+                raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*) and '
+                                 + ('a head class token (legacy v1 model); only the released middle-class-'
+                                    'token models are supported' if 'cls_token' in state_dict else
+                                    'this model has rope=False; build it with rope=True'))
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith('rope.')}
         state = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
         if not self.final_norm:
             state.pop('norm_f.weight', None)
