@@ -29,5 +29,7 @@ model = dict(
 
 optim_wrapper = dict(
     type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=1e-4))
-param_scheduler = [dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=0, end=40000, by_epoch=False)]
+# mmcv poly: (base - 1e-6) * (1 - t / 40000) ** 0.9 + 1e-6; mmengine's PolyLR reaches its end value at
+# end - 1, hence 40001
+param_scheduler = [dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=0, end=40001, by_epoch=False)]
 train_dataloader = dict(batch_size=4)

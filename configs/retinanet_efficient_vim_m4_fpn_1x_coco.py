@@ -32,3 +32,9 @@ model = dict(
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05))
+# mmcv warm-up (official lr_config): factor 0.001 + 0.999 * t / 500 for t < 500; mmengine's LinearLR
+# reaches 1 at end - 1, hence 501. Steps x0.1 after epochs 8 and 11.
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=501),
+    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]

@@ -7,6 +7,20 @@ rules fit Vim (``backbone.layers.{i}``) and ViT-style names (``backbone.blocks.{
 
 The official Vim segmentation code meant to do this but matched ``backbone.blocks.*``, which Vim does not
 have, so its decay was inert for the blocks (spec vim_detail.md §3.1); with these rules it applies.
+
+Named presets (``paramwise_cfg.preset``) give the rules of the official runs as they actually applied, so a
+config can reproduce a published run and a corrected variant can sit beside it:
+
+* ``'per_layer'`` (default): the corrected rules above.
+* ``'vim_seg_as_run'``: hustvl/Vim ``seg/mmcv_custom/layer_decay_optimizer_constructor.py``: layers found by
+  ``backbone.blocks.{i}`` (absent in Vim), so every Vim layer, the pyramid and both heads get x1 and only
+  ``pos_embed``/``cls_token``/``patch_embed`` get ``rate ** (N + 1)``; no weight decay for 1-D tensors and
+  biases only (its ``pos_embed``/``cls_token`` test compares bare names and never matches).
+* ``'vim_det_as_run'``: hustvl/Vim ``det/detectron2/modeling/backbone/vim.py::get_vim_lr_decay_rate`` with
+  detectron2's ``get_default_optimizer_params(weight_decay_norm=0, overrides={'pos_embed': wd 0})``: per-layer
+  decay over ``.layers.{i}`` (it does reach the layers), and weight decay on everything but ``pos_embed``:
+  biases, RMSNorm (a custom module), A_log/D and the LayerNorms of the pyramid and heads (detectron2's
+  channels-first ``LN`` is not a torch norm class) are all decayed.
 """
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -24,7 +38,21 @@ DEFAULT_LAYER_RULES: Tuple[Dict, ...] = (
 # No weight decay: biases, 1-D tensors (norms, D), embeddings, and Mamba's A_log (the Mamba authors flag
 # A_log/D `_no_weight_decay`; the official Vim trainers ignored that flag and decayed A_log and pos_embed).
 DEFAULT_NO_DECAY: Tuple[str, ...] = (r'\.bias$', r'(^|\.)(pos_embed|cls_token)$', r'(^|\.)A(_b)?_log$')
-ALLOWED_KEYS = {'num_layers', 'layer_decay_rate', 'layer_rules', 'no_decay_patterns'}
+PRESETS: Dict[str, Dict] = {
+    'per_layer': dict(layer_rules=DEFAULT_LAYER_RULES, no_decay_patterns=DEFAULT_NO_DECAY, no_decay_1d=True),
+    'vim_seg_as_run': dict(
+        layer_rules=(dict(pattern=r'^backbone\.(cls_token|mask_token|pos_embed)$', layer_id=0),
+                     dict(pattern=r'^backbone\.patch_embed', layer_id=0),
+                     dict(pattern=r'^backbone\.blocks\.(\d+)\.', offset=1)),
+        no_decay_patterns=(r'\.bias$', r'^(pos_embed|cls_token)$'), no_decay_1d=True),
+    'vim_det_as_run': dict(
+        # its substring tests: '.pos_embed'/'.patch_embed' in the name; the first '.layers.{i}' unless
+        # '.residual.'
+        layer_rules=(dict(pattern=r'^backbone.*\.(?:pos_embed|patch_embed)', layer_id=0),
+                     dict(pattern=r'^backbone(?!.*\.residual\.).*?\.layers\.(\d+)', offset=1)),
+        no_decay_patterns=(r'(^|\.)pos_embed$',), no_decay_1d=False),
+}
+ALLOWED_KEYS = {'num_layers', 'layer_decay_rate', 'layer_rules', 'no_decay_patterns', 'preset'}
 
 
 def layer_id_of(name: str, num_layers: int, rules: Sequence[Dict]) -> int:
@@ -48,11 +76,13 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``paramwise_cfg``:
         num_layers (int): number of blocks N (24 for Vim).
         layer_decay_rate (float): decay per layer, e.g. 0.92.
+        preset (str): one of :data:`PRESETS` ('per_layer', 'vim_seg_as_run', 'vim_det_as_run'), the
+            defaults of the two options below and of whether 1-D tensors are exempt from weight decay.
         layer_rules (list[dict]): ordered rules, first match wins; each ``dict(pattern=REGEX,
-            layer_id=INT)`` or ``dict(pattern=REGEX_WITH_ONE_GROUP, offset=INT)``. Default:
-            :data:`DEFAULT_LAYER_RULES`.
+            layer_id=INT)`` or ``dict(pattern=REGEX_WITH_ONE_GROUP, offset=INT)``. Default: the preset's
+            (:data:`DEFAULT_LAYER_RULES`).
         no_decay_patterns (list[str]): regexes of parameters without weight decay (1-D tensors never
-            get any). Default: :data:`DEFAULT_NO_DECAY`.
+            get any, except with 'vim_det_as_run'). Default: the preset's (:data:`DEFAULT_NO_DECAY`).
 
     Each parameter group carries ``layer_id`` and ``lr_scale`` for inspection.
     """
@@ -69,12 +99,19 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                                  f'(e.g. num_layers=24, layer_decay_rate=0.92 for Vim)')
         self.num_layers = int(paramwise_cfg['num_layers'])
         self.decay_rate = float(paramwise_cfg['layer_decay_rate'])
-        self.layer_rules = list(paramwise_cfg.get('layer_rules', DEFAULT_LAYER_RULES))
+        self.preset = paramwise_cfg.get('preset', 'per_layer')
+        if self.preset not in PRESETS:
+            raise ValueError(f'LayerDecayOptimWrapperConstructor: unknown preset {self.preset!r}; choose '
+                             f'one of {sorted(PRESETS)}')
+        preset = PRESETS[self.preset]
+        self.no_decay_1d = preset['no_decay_1d']
+        self.layer_rules = list(paramwise_cfg.get('layer_rules', preset['layer_rules']))
         for rule in self.layer_rules:
             if 'pattern' not in rule or ('layer_id' in rule) == ('offset' in rule):
                 raise ValueError(f'LayerDecayOptimWrapperConstructor: a layer rule needs `pattern` and '
                                  f'exactly one of `layer_id`/`offset`, got {rule}')
-        self.no_decay = [re.compile(p) for p in paramwise_cfg.get('no_decay_patterns', DEFAULT_NO_DECAY)]
+        self.no_decay = [re.compile(p) for p in paramwise_cfg.get('no_decay_patterns',
+                                                                  preset['no_decay_patterns'])]
         # A non-empty paramwise_cfg makes the parent call add_params (its own options are not used).
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
@@ -84,7 +121,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         groups: Dict[Tuple[int, bool], dict] = {}
         for name, param in module.named_parameters():
             layer_id = layer_id_of(name, self.num_layers, self.layer_rules)
-            decay = param.ndim > 1 and not any(p.search(name) for p in self.no_decay)
+            decay = ((param.ndim > 1 or not self.no_decay_1d)
+                     and not any(p.search(name) for p in self.no_decay))
             key = (layer_id, decay)
             if key not in groups:
                 scale = self.decay_rate ** (self.num_layers + 1 - layer_id)
@@ -96,5 +134,5 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         summary = ', '.join(f'layer {g["layer_id"]} ({"decay" if k[1] else "no decay"}): '
                             f'{len(g["params"])} params x{g["lr_scale"]:.4f}'
                             for k, g in sorted(groups.items()))
-        print_log(f'layer decay {self.decay_rate} over {self.num_layers} layers: {summary}',
+        print_log(f'layer decay {self.decay_rate} ({self.preset}) over {self.num_layers} layers: {summary}',
                   logger=MMLogger.get_current_instance(), level=10)  # DEBUG

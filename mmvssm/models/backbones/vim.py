@@ -18,7 +18,8 @@ Dense prediction: the selected layers' token maps (B, D, H/16, W/16), optionally
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan
-from ..layers import (PatchEmbed, RMSNorm, VimFeaturePyramid, drop_path, dt_rank_for, init_A_log_,
+from ..layers import (PatchEmbed, RMSNorm, VimFeaturePyramid, VisionRope, drop_path, dt_rank_for, init_A_log_,
                       init_dt_bias_, init_dt_proj_weight_, run_block)
 from ..layers.patch_embed import IntPair, to_pair
 from .base import SSMBackbone
@@ -208,11 +209,16 @@ class VimLayer(nn.Module):
         self.drop_path = drop_path(drop_path_rate)
         self.residual_in_fp32 = residual_in_fp32
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, rope: Optional[Callable[[Tensor], Tensor]] = None,
+                rope_residual: bool = True) -> Tuple[Tensor, Tensor]:
+        """``rope``: rotate what the next layer receives, as the official loop does before each layer:
+        the mixer output always, the stream too with ``rope_residual`` (vim/models_mamba.py)."""
         if self.residual_in_fp32:
             x = x.float()
         hidden = self.mixer(self.norm(x))
-        return x + self.drop_path(hidden), hidden
+        if rope is None:
+            return x + self.drop_path(hidden), hidden
+        return (rope(x) if rope_residual else x) + self.drop_path(rope(hidden)), hidden
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,11 +245,20 @@ class Vim(SSMBackbone):
             :class:`VimFeaturePyramid` (``pyramid_cfg`` is passed to it); else return the plain maps.
         with_cls_token: insert the class token in the middle (index M // 2). Classification: True. Dense:
             False (the class entry of a checkpoint's position embedding is dropped on loading).
-        feature: 'residual' (the residual stream after the layer, ViT-style; default) or 'mixer' (the
-            layer's raw mixer output, as the official Tiny segmentation config).
+        feature: 'residual' (the residual stream after the layer, ViT-style; default; the official
+            ``use_residual_as_feature=True`` with ``last_layer_process='add'``, as the Vim-S UperNet run)
+            or 'mixer' (the layer's raw mixer output, official ``use_residual_as_feature=False``, as the
+            Vim-T UperNet run).
         final_norm: apply ``norm_f`` to the output of the last layer (as the classification model).
+            Without it (dense prediction) the last layer adds its mixer output without drop path, as the
+            official seg/det backbones' ``last_layer_process='add'``.
+        rope: rotary position embedding before every layer (official ``if_rope``; the Vim-S UperNet and
+            the Cascade Mask R-CNN runs), see :class:`~mmvssm.models.layers.rope.VisionRope`; built for
+            each input's token grid. rope_residual: rotate the residual stream too (``if_rope_residual``).
+            rope_pt_grid: the grid the rotary positions are scaled to (official ``pt_hw_seq_len=14``).
         drop_rate: dropout after the position embedding. drop_path_rate: stochastic depth, linear over
-            the layers (layer j drops its mixer output with rate ``drop_path_rate * j / (depth - 1)``).
+            the layers (layer j drops its mixer output with rate ``drop_path_rate * j / (depth - 1)``; the
+            last layer's is 0 without ``final_norm``).
         divide_out: average the two scan directions (official ``if_divide_out=True``).
         residual_in_fp32: keep the residual stream in fp32 under autocast (official: True).
         norm_eps: RMSNorm epsilon.
@@ -273,6 +288,9 @@ class Vim(SSMBackbone):
                  with_cls_token: bool = False,
                  feature: str = 'residual',
                  final_norm: bool = False,
+                 rope: bool = False,
+                 rope_residual: bool = False,
+                 rope_pt_grid: int = 14,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
                  divide_out: bool = True,
@@ -300,6 +318,16 @@ class Vim(SSMBackbone):
         self.out_indices = self._default_out_indices(out_indices)
         self.out_type, self.feature = out_type, feature
         self.with_cls_token, self.with_cp = with_cls_token, with_cp
+        if rope_residual and not rope:
+            raise ValueError('Vim: rope_residual=True needs rope=True (official if_rope_residual only acts '
+                             'with if_rope)')
+        if rope and with_cls_token:
+            # The official rope skips token 0 of odd-length sequences (a head class token); with the
+            # middle class token it would rotate the wrong tokens. No run used this combination.
+            raise ValueError('Vim: rope=True with with_cls_token=True is not supported (the official code '
+                             'rotates a head class token position); use with_cls_token=False')
+        self.rope = VisionRope(dims, pt_grid=rope_pt_grid) if rope else None
+        self.rope_residual = rope_residual
 
         patch_size = to_pair(patch_size)
         stride = to_pair(stride if stride is not None else patch_size)
@@ -315,6 +343,8 @@ class Vim(SSMBackbone):
         self._pos_cache: Dict[tuple, Tensor] = {}
 
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        if not final_norm:  # official dense backbones add the last mixer output undropped ('add')
+            dpr[-1] = 0.
         mixer_cfg = dict(arch_cfg, divide_out=divide_out, depth=depth, scan_backend=scan_backend)
         self.layers = nn.ModuleList(
             VimLayer(dims, mixer_cfg, drop_path_rate=dpr[i], norm_eps=norm_eps,
@@ -418,9 +448,16 @@ class Vim(SSMBackbone):
         """
         img_shape = tuple(x.shape[-2:])
         x, grid = self._embed(x)
+        rope = None
+        if self.rope is not None:
+            rope = partial(self.rope, grid=grid)
+            x = rope(x)  # the official first layer starts from the rotated embedding
         outs = []
         for i, layer in enumerate(self.layers):
-            x, hidden = run_block(layer, x, with_cp=self.with_cp)
+            # every layer but the last rotates what it hands on (the official rotation before the next
+            # layer), so the 'residual' feature of layer i is the official residual entering layer i + 1
+            x, hidden = run_block(layer, x, rope if i < self.depth - 1 else None, self.rope_residual,
+                                  with_cp=self.with_cp)
             if i in self.out_indices:
                 out = x if self.feature == 'residual' else hidden
                 if i == self.depth - 1 and self.final_norm:
@@ -440,8 +477,15 @@ class Vim(SSMBackbone):
         removed; the grid part is resized bicubically to this model's pretraining grid.
         """
         if any(k.startswith('rope.') for k in state_dict):
-            raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*): a legacy v1 model with '
-                             'a head class token; only the released middle-class-token models are supported')
+            # A RoPE checkpoint without class token (the official det/seg runs' backbones): its
+            # rope.freqs_* buffers hold no learned state (ours are computed per grid). With a class token
+            # it is a legacy v1 model whose class token sits at index 0, which this layout does not know.
+            if self.rope is None or 'cls_token' in state_dict:
+                raise ValueError('Vim: this checkpoint has RoPE buffers (rope.freqs_*) and '
+                                 + ('a head class token (legacy v1 model); only the released middle-class-'
+                                    'token models are supported' if 'cls_token' in state_dict else
+                                    'this model has rope=False; build it with rope=True'))
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith('rope.')}
         state = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
         if getattr(self, 'multi_scale', False):  # official seg/ backbone: fpn{i}.* -> pyramid.fpn{i}.*
             state = {('pyramid.' + k) if re.match(r'fpn\d+\.', k) else k: v for k, v in state.items()}

@@ -9,10 +9,11 @@ from .mamba import dt_rank_for, init_A_log_, init_dt_bias_, init_dt_proj_weight_
 from .norms import ChannelLayerNorm, RMSNorm
 from .patch_embed import PatchEmbed
 from .pyramid import VimFeaturePyramid
+from .rope import VisionRope
 from .squeeze_excite import SqueezeExcite, make_divisible
 
 __all__ = [
-    'ChannelLayerNorm', 'PatchEmbed', 'RMSNorm', 'SqueezeExcite', 'VimFeaturePyramid',
+    'ChannelLayerNorm', 'PatchEmbed', 'RMSNorm', 'SqueezeExcite', 'VimFeaturePyramid', 'VisionRope',
     'drop_path', 'dt_rank_for', 'init_A_log_', 'init_dt_bias_', 'init_dt_proj_weight_', 'make_divisible',
     'run_block'
 ]
