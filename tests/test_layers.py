@@ -57,8 +57,9 @@ def test_drop_path():
     layer = drop_path(0.5).train()
     out = layer(torch.ones(1000, 3))
     assert set(out[:, 0].tolist()) == {0.0, 2.0}  # per sample: dropped or rescaled
-    with pytest.raises(ValueError, match='>= 0'):
-        drop_path(-0.1)
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r'outside \[0, 1\)'):
+            drop_path(rate)
 
 
 def test_dt_bias_is_inverse_softplus_of_the_range():
@@ -100,3 +101,14 @@ def test_backbones_necks_and_heads_do_not_import_each_other():
                     if target in siblings and target != owner:
                         found.append(f'{owner}/{osp.basename(path)} imports {target}')
     assert not found, found
+
+
+@pytest.mark.parametrize('name', ['Vim', 'EfficientVMamba'])
+@pytest.mark.parametrize('rate', [-0.1, 1.0])
+def test_drop_path_rate_outside_unit_interval_is_refused(name, rate):
+    """Through the backbone, as a config would set it (outside our tools too)."""
+    from mmvssm.models import backbones
+    arch = dict(Vim=dict(embed_dims=16, depth=4), EfficientVMamba=dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1]))
+    extra = dict(Vim=dict(img_size=32), EfficientVMamba={})
+    with pytest.raises(ValueError, match=r"drop_path_rate to a value in \[0, 1\)"):
+        getattr(backbones, name)(arch=arch[name], drop_path_rate=rate * 4, **extra[name])

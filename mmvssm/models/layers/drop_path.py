@@ -9,6 +9,7 @@ def drop_path(rate: float) -> nn.Module:
 
     Shapes: (B, ...) -> (B, ...). It has no parameters, so it adds no checkpoint keys.
     """
-    if rate < 0:
-        raise ValueError(f'drop_path: rate must be >= 0, got {rate}')
+    if not 0 <= rate < 1:  # 1 would drop every sample: the branch (and its gradient) would vanish
+        raise ValueError(f'drop path rate {rate} is outside [0, 1): set the backbone\'s drop_path_rate to a '
+                         f'value in [0, 1) (e.g. 0.1)')
     return StochasticDepth(rate, mode='row') if rate > 0 else nn.Identity()
