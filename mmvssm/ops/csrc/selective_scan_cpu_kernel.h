@@ -33,6 +33,11 @@ using Vec = at::vec::Vectorized<T>;
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
+template <typename T>
+inline void zero(T* ptr, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) ptr[i] = T(0);
+}
+
 // A scratch buffer: aligned_alloc/free rather than std::vector, see the note at the top.
 template <typename T>
 struct Scratch {
@@ -103,6 +108,33 @@ template <typename T, typename F>
 inline void over_time(int len, F&& f) {
   constexpr int W = Vec<T>::size();
   for (int i = 0; i < len; i += W) f(i, len - i < W ? len - i : W);
+}
+
+// out[i] = sum of the lanes of the vector stored at acc + i * W, for i < len. A horizontal sum per
+// step would cost log2(W) shuffle+add pairs on the step's critical resources; instead the per-step
+// vectors are stored and W of them are reduced at once by a deinterleave2+add tree (the transposed
+// sum: W - 1 pairs for W steps). acc must hold a multiple of W rows (rows past len are ignored).
+template <typename T>
+inline void lane_sums(const T* acc, int len, T* out) {
+  constexpr int W = Vec<T>::size();
+  over_time<T>(len, [&](int i, int n) {
+    Vec<T> v[W];
+    for (int j = 0; j < W; ++j) v[j] = Vec<T>::loadu(acc + (i + j) * W);
+    for (int m = W; m > 1; m /= 2) {
+      for (int j = 0; j < m / 2; ++j) {
+        const auto eo = at::vec::deinterleave2(v[2 * j], v[2 * j + 1]);
+        v[j] = eo.first + eo.second;
+      }
+    }
+    v[0].store(out + i, n);
+  });
+}
+
+// Rows of per-step vectors for lane_sums: CH rounded up to whole vectors of rows, zeroed once.
+template <typename T>
+inline int64_t lane_rows(int CH) {
+  constexpr int W = Vec<T>::size();
+  return static_cast<int64_t>((CH + W - 1) / W) * W * W;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -182,10 +214,12 @@ void fwd_rows(const Params<T>& p, int64_t row_begin, int64_t row_end) {
   const int nv = st.nv();
   const int64_t N = p.N;
   const int CH = p.chunk;
-  Scratch<T> work(3 * CH);
+  Scratch<T> work(3 * CH + lane_rows<T>(CH));
   T* dt = work.ptr;
   T* dtu = dt + CH;
   T* y = dtu + CH;
+  T* accs = y + CH;  // per-step <C_t, h_t> partial sums, one vector per step
+  zero(accs, lane_rows<T>(CH));
   Vec<T> A[NV > 0 ? NV : kMaxStateVectors], h[NV > 0 ? NV : kMaxStateVectors];
   for (int64_t row = row_begin; row < row_end; ++row) {
     const Row<T> r(p, row / p.dim, row % p.dim);
@@ -210,8 +244,9 @@ void fwd_rows(const Params<T>& p, int64_t row_begin, int64_t row_end) {
           h[v] = at::vec::fmadd(vexp(dtv * A[v]), h[v], dtuv * st.load(Bt, v));
           acc = at::vec::fmadd(st.load(Ct, v), h[v], acc);
         }
-        y[i] = hsum(acc);
+        acc.store(accs + i * Vec<T>::size());
       }
+      lane_sums(accs, len, y);
       chunk_out(y, r.u + t0, r.z ? r.z + t0 : nullptr, r.Dd, len, p.out + row * p.L + t0);
     }
     if (p.last) {
@@ -259,16 +294,12 @@ void fwd_rows_n1(const Params<T>& p, int64_t row_begin, int64_t row_end) {
 // Per-channel backward scratch (shared by the N > 1 and N = 1 paths).
 template <typename T>
 struct BwdChunk {
-  T *dt, *dtu, *dsp, *zs, *zg, *ypre;
+  T *dt, *dtu, *dsp, *zs, *zg, *ypre, *dy, *s1, *s2;
   void bind(T* base, int CH) {
-    dt = base;
-    dtu = dt + CH;
-    dsp = dtu + CH;
-    zs = dsp + CH;
-    zg = zs + CH;
-    ypre = zg + CH;
+    T** arrays[] = {&dt, &dtu, &dsp, &zs, &zg, &ypre, &dy, &s1, &s2};
+    for (int k = 0; k < kArrays; ++k) *arrays[k] = base + k * CH;
   }
-  static constexpr int kArrays = 6;
+  static constexpr int kArrays = 9;
   // silu'(z) pieces for the gate: out = y * silu(z) -> dy = dout * silu(z), dz = dout * y * silu'(z),
   // silu'(z) = sig(z) (1 + z (1 - sig(z))).
   void gate(const T* z, int len) {
@@ -317,11 +348,6 @@ struct Task {
   }
 };
 
-template <typename T>
-inline void zero(T* ptr, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) ptr[i] = T(0);
-}
-
 template <typename T, int NV, bool FULL>
 void bwd_tasks(const Params<T>& p, int64_t task_begin, int64_t task_end) {
   const States<T, NV, FULL> st(p.N);
@@ -330,11 +356,14 @@ void bwd_tasks(const Params<T>& p, int64_t task_begin, int64_t task_end) {
   const int NW = nv * W;  // padded state width of the a/h buffers
   const int64_t N = p.N, L = p.L;
   const int CH = p.chunk;
-  Scratch<T> work(BwdChunk<T>::kArrays * CH + CH * NW + (CH + 1) * NW);
+  Scratch<T> work(BwdChunk<T>::kArrays * CH + CH * NW + (CH + 1) * NW + 2 * lane_rows<T>(CH));
   BwdChunk<T> w;
   w.bind(work.ptr, CH);
   T* abuf = work.ptr + BwdChunk<T>::kArrays * CH;  // a_t, CH x NW
   T* hbuf = abuf + CH * NW;                         // hbuf[i] = state before step t0 + i, (CH+1) x NW
+  T* acc1 = hbuf + (CH + 1) * NW;                   // per-step partial sums for lane_sums
+  T* acc2 = acc1 + lane_rows<T>(CH);
+  zero(acc1, 2 * lane_rows<T>(CH));
   Vec<T> A[NV > 0 ? NV : kMaxStateVectors], dh[NV > 0 ? NV : kMaxStateVectors],
       dA[NV > 0 ? NV : kMaxStateVectors];
   for (int64_t task = task_begin; task < task_end; ++task) {
@@ -375,13 +404,21 @@ void bwd_tasks(const Params<T>& p, int64_t task_begin, int64_t task_end) {
             hn.store(hbuf + (i + 1) * NW + v * W);
             if (r.z) acc = at::vec::fmadd(st.load(Ct, v), hn, acc);
           }
-          if (r.z) w.ypre[i] = hsum(acc) + r.Dd * r.u[t0 + i];
+          if (r.z) acc.store(acc1 + i * W);
         }
-        if (r.z) w.gate(r.z + t0, len);
+        if (r.z) {
+          lane_sums(acc1, len, w.ypre);
+          over_time<T>(len, [&](int i, int n) {
+            at::vec::fmadd(Vec<T>(r.Dd), Vec<T>::loadu(r.u + t0 + i, n), Vec<T>::loadu(w.ypre + i, n))
+                .store(w.ypre + i, n);
+          });
+          w.gate(r.z + t0, len);
+        }
         // Adjoint recurrence, right to left.
         for (int i = len - 1; i >= 0; --i) {
           const int64_t t = t0 + i;
           const T dy = sc.gate(w, dout, dz, t, i);
+          w.dy[i] = dy;
           const Vec<T> dyv(dy), dtuv(w.dtu[i]), dtv(w.dt[i]);
           const T* Bt = r.Bg + t * N;
           const T* Ct = r.Cg + t * N;
@@ -401,8 +438,14 @@ void bwd_tasks(const Params<T>& p, int64_t task_begin, int64_t task_end) {
             dA[v] = at::vec::fmadd(g, dtv, dA[v]);
             dh[v] = dhn * a;
           }
-          sc.finish(p.softplus, w, dy, r.u[t], r.Dd, hsum(s1), hsum(s2), i, p.du + row * L,
-                    p.ddelta + row * L, t);
+          s1.store(acc1 + i * W);
+          s2.store(acc2 + i * W);
+        }
+        lane_sums(acc1, len, w.s1);
+        lane_sums(acc2, len, w.s2);
+        for (int i = len - 1; i >= 0; --i) {
+          sc.finish(p.softplus, w, w.dy[i], r.u[t0 + i], r.Dd, w.s1[i], w.s2[i], i, p.du + row * L,
+                    p.ddelta + row * L, t0 + i);
         }
       }
       for (int v = 0; v < nv; ++v) st.store(dA[v], p.dA_part + row * N, v);
