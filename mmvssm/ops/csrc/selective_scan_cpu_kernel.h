@@ -18,6 +18,37 @@
 // Accumulation is in the input dtype (float32 or float64); every exp argument is <= 0 for A <= 0 and
 // delta >= 0 (softplus is evaluated as max(x, 0) + log1p(exp(-|x|)), the sigmoid from exp(-|x|)).
 
+// GCC's `#pragma GCC target` (set by the including file) enables the instructions but not the feature
+// macros that -m flags define and that ATen's and Sleef's headers test: define them here.
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __F16C__
+#define __F16C__ 1
+#endif
+#endif
+#if defined(CPU_CAPABILITY_AVX512)
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#ifndef __AVX512BW__
+#define __AVX512BW__ 1
+#endif
+#ifndef __AVX512VL__
+#define __AVX512VL__ 1
+#endif
+#ifndef __AVX512DQ__
+#define __AVX512DQ__ 1
+#endif
+#endif
+
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
