@@ -53,6 +53,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cstdlib>
+#include <new>
 
 #include "selective_scan_cpu.h"
 
@@ -76,7 +77,7 @@ struct Scratch {
   explicit Scratch(int64_t n) {
     const size_t bytes = ((static_cast<size_t>(n) * sizeof(T) + 63) / 64 + 1) * 64;
     ptr = static_cast<T*>(std::aligned_alloc(64, bytes));
-    if (ptr == nullptr) std::abort();  // allocation of a few KiB failed: nothing sensible is left
+    if (ptr == nullptr) throw std::bad_alloc();  // at::parallel_for rethrows it to the caller
   }
   ~Scratch() { std::free(ptr); }
   Scratch(const Scratch&) = delete;
