@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from conftest import load_tool
 from mmvssm.ops import available_backends, selective_scan
 from mmvssm.ops import cpu_backend
 
@@ -371,3 +372,24 @@ def test_kernel_rejects_bad_layout():
         ext.fwd(u, u.double(), A, B, B, None, None, None, False, False)
     with pytest.raises(RuntimeError, match='shape'):
         ext.fwd(u, u, A, B[..., :2], B, None, None, None, False, False)
+
+
+def test_benchmark_reports_variant_and_exp_bound():
+    """benchmark_scan's cpu worker records the variant it ran and the exp rate; the table and the
+    machine line carry them."""
+    bench = load_tool('analysis_tools/benchmark_scan')
+    ext = _ext()
+    case = dict(name='tiny', batch=1, dim=4, length=33, n_state=16, groups=1)
+    spec = dict(case=case, backend='cpu', device='cpu', warmup=0, repeats=1, threads=1,
+                skip_backward=True)
+    row = bench.run_worker(spec)
+    assert row['isa'] == ext.isa() and row['threads'] == 1
+    assert 1e6 < row['exp_rate'] < 1e12 and row['fwd_ms'] > 0
+    rate, share = bench._exp_bound(row)
+    exps = 4 * 33 * 16
+    assert float(rate) == pytest.approx(exps / (row['fwd_ms'] / 1e3) / 1e9, abs=0.006)
+    table = bench.format_table([row])
+    assert '| cpu ' in table and f' {row["isa"]} ' in table and share in table
+    line = bench.machine_line(torch.device('cpu'), [1], ['auto'], [row], '0.0')
+    assert line.startswith('machine: ') and f'variant(s) run: {row["isa"]}' in line
+    assert 'torch threads: 1' in line
