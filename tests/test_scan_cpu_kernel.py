@@ -393,3 +393,6 @@ def test_benchmark_reports_variant_and_exp_bound():
     line = bench.machine_line(torch.device('cpu'), [1], ['auto'], [row], '0.0')
     assert line.startswith('machine: ') and f'variant(s) run: {row["isa"]}' in line
     assert 'torch threads: 1' in line
+    # Thread scaling column: the same backend/variant/case at 1 thread over this row's wall time.
+    two = dict(row, threads=2, fwd_ms=row['fwd_ms'] / 1.8)
+    assert '| 1.8× ' in bench.format_table([row, two]).splitlines()[-1]

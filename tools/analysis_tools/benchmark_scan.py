@@ -25,7 +25,8 @@ most ``exp_throughput`` exps per thread-second (a micro-benchmark in the extensi
 worker); ``% exp-bound`` = achieved exps/s over that limit (wall: times the threads; CPU: per CPU-second).
 
 ``--isa avx2,auto`` runs the ``cpu`` backend once per variant (``MMVSSM_CPU_ISA`` in the worker), so the
-forced-AVX2 and the native path are measured in one run; ``--threads 1,2`` likewise per thread count.
+forced-AVX2 and the native path are measured in one run; ``--threads 1,2`` likewise per thread count,
+and rows with more threads show their forward speed-up over the 1-thread row (wall clock).
 
 Example (the table of docs/benchmarks.md, quiet machine)::
 
@@ -216,12 +217,14 @@ def format_table(rows: List[Dict], speedup_clock: str = 'cpu') -> str:
     ``'wall'`` or ``'cpu'`` times."""
     ref = {(r['name'], r['threads']): r for r in rows if r['backend'] == 'reference'}
     chunked = {(r['name'], r['threads']): r for r in rows if r['backend'] == 'chunked'}
+    # Thread scaling is a wall-clock question: the same backend/variant/case with 1 thread.
+    single = {(r['backend'], r.get('isa'), r['name']): r for r in rows if r['threads'] == 1}
     fwd_key, bwd_key = ('fwd_ms', 'fwd_bwd_ms') if speedup_clock == 'wall' else ('fwd_cpu_ms',
                                                                                 'fwd_bwd_cpu_ms')
     header = ['backend', 'isa', 'threads', 'case', 'b', 'dim', 'L', 'N', 'G', 'fwd ms', 'fwd+bwd ms',
               'fwd CPU ms', 'fwd+bwd CPU ms', 'peak MiB (f+b)', f'vs ref fwd ({speedup_clock})',
               f'vs ref f+b ({speedup_clock})', f'vs chunked fwd ({speedup_clock})',
-              'fwd G exp/s', '% exp-bound (wall / CPU)']
+              'fwd G exp/s', '% exp-bound (wall / CPU)', 'fwd scaling vs 1 thread (wall)']
     lines = []
     for r in rows:
         key = (r['name'], r['threads'])
@@ -231,7 +234,9 @@ def format_table(rows: List[Dict], speedup_clock: str = 'cpu') -> str:
                       _fmt(r['fwd_ms']), _fmt(r['fwd_bwd_ms']), _fmt(r['fwd_cpu_ms']),
                       _fmt(r['fwd_bwd_cpu_ms']), _fmt(r['peak_mib']),
                       _speedup(base.get(fwd_key), r[fwd_key]), _speedup(base.get(bwd_key), r[bwd_key]),
-                      _speedup(chk.get(fwd_key), r[fwd_key]), *_exp_bound(r)])
+                      _speedup(chk.get(fwd_key), r[fwd_key]), *_exp_bound(r),
+                      _speedup(single.get((r['backend'], r.get('isa'), r['name']), {}).get('fwd_ms'),
+                               r['fwd_ms']) if r['threads'] > 1 else '—'])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = ['| ' + ' | '.join(h.ljust(w) for h, w in zip(header, widths)) + ' |',
            '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
