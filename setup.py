@@ -36,15 +36,16 @@ def extensions():
     # translation unit each, with its own `#pragma GCC target`) and the dispatcher picks the best at
     # run time, so the extension runs on any x86-64 CPU. The dispatcher comes first in the link so
     # that any inline function shared with a variant resolves to its baseline copy.
-    # -fopenmp: torch's OpenMP parallel_for. -Wno-psabi: the AVX variants return vectors by value; ATen's headers carry
-    # clang-only `#pragma unroll`.
+    # -fopenmp: torch's OpenMP parallel_for. -Wno-psabi: the AVX variants return vectors by value;
+    # -Wno-unknown-pragmas: ATen's vector headers carry clang-only `#pragma unroll`.
     ext = CppExtension(
         name='mmvssm.ops._selective_scan_cpu',
         sources=[src] + [osp.join(csrc, f'selective_scan_cpu_{isa}.cpp')
                          for isa in ('default', 'avx2', 'avx512')],
         depends=[osp.join(csrc, 'selective_scan_cpu.h'),
                  osp.join(csrc, 'selective_scan_cpu_kernel.h')],
-        extra_compile_args=['-O3', '-fopenmp', '-ffp-contract=fast', '-Wno-psabi', '-Wno-unknown-pragmas'],
+        extra_compile_args=['-O3', '-fopenmp', '-ffp-contract=fast', '-Wno-psabi',
+                            '-Wno-unknown-pragmas'],
         extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildExtension}
 
