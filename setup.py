@@ -26,19 +26,26 @@ def read_requirements(name: str) -> list:
 
 
 def extensions():
-    src = osp.join('mmvssm', 'ops', 'csrc', 'selective_scan_cpu.cpp')
+    csrc = osp.join('mmvssm', 'ops', 'csrc')
+    src = osp.join(csrc, 'selective_scan_cpu.cpp')
     if os.environ.get('MMVSSM_WITH_CPU_KERNEL', '1') == '0' or not osp.exists(osp.join(HERE, src)):
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension
     # No -std flag: torch's BuildExtension adds the standard its headers need (C++20 for torch >= 2.10,
-    # C++17 before). No -march flag: the kernel is compiled for the x86-64 baseline, AVX2+FMA and
-    # AVX-512 inside the source (#pragma GCC target) and picks the best at run time, so the extension
-    # runs on any x86-64 CPU. -fopenmp: `#pragma omp simd` and torch's OpenMP parallel_for.
+    # C++17 before). No -march flag: the kernel is compiled once per ISA (default, AVX2, AVX-512: one
+    # translation unit each, with its own `#pragma GCC target`) and the dispatcher picks the best at
+    # run time, so the extension runs on any x86-64 CPU. The dispatcher comes first in the link so
+    # that any inline function shared with a variant resolves to its baseline copy.
+    # -fopenmp: torch's OpenMP parallel_for. -Wno-psabi: the AVX variants return vectors by value;
+    # -Wno-unknown-pragmas: ATen's vector headers carry clang-only `#pragma unroll`.
     ext = CppExtension(
         name='mmvssm.ops._selective_scan_cpu',
-        sources=[src],
-        depends=[osp.join('mmvssm', 'ops', 'csrc', 'selective_scan_cpu_impl.h')],
-        extra_compile_args=['-O3', '-fopenmp', '-ffp-contract=fast'],
+        sources=[src] + [osp.join(csrc, f'selective_scan_cpu_{isa}.cpp')
+                         for isa in ('default', 'avx2', 'avx512')],
+        depends=[osp.join(csrc, 'selective_scan_cpu.h'),
+                 osp.join(csrc, 'selective_scan_cpu_kernel.h')],
+        extra_compile_args=['-O3', '-fopenmp', '-ffp-contract=fast', '-Wno-psabi',
+                            '-Wno-unknown-pragmas'],
         extra_link_args=['-fopenmp'])
     return [ext], {'build_ext': BuildExtension}
 

@@ -4,9 +4,13 @@ Ground truth is the ``reference`` backend run on float64 copies of the inputs. T
 extension is not built (CI builds it); set MMVSSM_WITH_CPU_KERNEL=0 to skip it on purpose.
 """
 import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from conftest import load_tool
 from mmvssm.ops import available_backends, selective_scan
 from mmvssm.ops import cpu_backend
 
@@ -240,27 +244,99 @@ def test_extreme_values_stay_finite():
         assert_grad_close(grads[name], ref_grads[name], f'grad {name}', rtol=1e-3)
 
 
-def test_all_isa_variants_agree():
+def _variants():
+    """The forced-AVX2 path (where the CPU has it), the native (best) path, and the portable one."""
+    isas = _ext().available_isas()
+    return [i for i in ('avx2', isas[-1], 'default') if i in isas][:3]
+
+
+@pytest.fixture
+def isa_variant(request):
     ext = _ext()
-    inputs = make_inputs(batch=2, dim=5, length=150, n_state=16, groups=None, seed=12)
-    ref, _, ref_grads = reference64(inputs, grad_seed=3)
-    previous = ext.isa()
+    previous = ext.set_isa(request.param)
     try:
-        for isa in ext.available_isas():
-            ext.set_isa(isa)
-            assert ext.isa() == isa
-            out, _, grads = run(inputs, 'cpu', grad_seed=3)
-            assert_close_fp32(out, ref, f'out [{isa}]')
-            for name in NAMES:
-                assert_grad_close(grads[name], ref_grads[name], f'grad {name} [{isa}]')
+        yield request.param
     finally:
         ext.set_isa(previous)
-    with pytest.raises(RuntimeError, match='not supported'):
+
+
+@pytest.mark.parametrize('isa_variant', sorted(set(_variants())), indirect=True)
+@pytest.mark.parametrize('n_state,groups,length,options', [
+    (1, None, 203, {}),
+    (16, None, 131, {}),
+    (5, 3, 77, {}),                       # N not a multiple of any vector width, grouped B/C
+    (16, 2, 65, dict(with_z=False)),      # one step past a chunk, no gate
+    (16, None, 33, dict(with_d=False, with_bias=False)),
+    (40, None, 19, {}),                   # several state vectors, the last one partial
+])
+def test_isa_variant_matches_reference(isa_variant, n_state, groups, length, options):
+    assert _ext().isa() == isa_variant
+    inputs = make_inputs(batch=2, dim=6, length=length, n_state=n_state, groups=groups,
+                         seed=n_state + length, **options)
+    out, st, grads = run(inputs, 'cpu', grad_seed=3)
+    ref, ref_st, ref_grads = reference64(inputs, grad_seed=3)
+    assert_close_fp32(out, ref, f'out [{isa_variant}]')
+    assert_close_fp32(st, ref_st, f'last_state [{isa_variant}]')
+    for name in NAMES:
+        if ref_grads.get(name) is not None:
+            assert_grad_close(grads[name], ref_grads[name], f'grad {name} [{isa_variant}]')
+
+
+@pytest.mark.parametrize('isa_variant', sorted(set(_variants())), indirect=True)
+def test_isa_variant_float64_gradcheck(isa_variant):
+    inputs = make_inputs(batch=1, dim=2, length=67, n_state=5, groups=None, dtype=torch.float64,
+                         seed=21)
+    xs = [t.clone().requires_grad_() for t in inputs]
+
+    def fn(*args):
+        return selective_scan(*args, delta_softplus=True, return_last_state=True, backend='cpu')
+
+    assert torch.autograd.gradcheck(fn, xs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_isa_report_and_selection():
+    ext = _ext()
+    isas = ext.available_isas()
+    # Known names only, portable first, best last; the default choice is the best one.
+    assert isas[0] == 'default' and set(isas) <= {'default', 'avx2', 'avx512'}
+    if not os.environ.get('MMVSSM_CPU_ISA'):
+        assert ext.isa() == isas[-1]
+    previous = ext.set_isa('default')
+    try:
+        assert ext.isa() == 'default'
+        assert ext.set_isa('auto') == 'default' and ext.isa() == isas[-1]
+    finally:
+        ext.set_isa(previous)
+    with pytest.raises(RuntimeError, match="'no-such-isa'.*not supported.*available: default"):
         ext.set_isa('no-such-isa')
+    rate = ext.exp_throughput(0.02)
+    assert 1e6 < rate < 1e12  # exps per thread-second: positive, finite, physically plausible
 
 
-def test_thread_count_independence():
-    inputs = make_inputs(batch=3, dim=8, length=300, n_state=16, groups=2, seed=13)
+@pytest.mark.parametrize('requested', ['avx2', 'no-such-isa'])
+def test_isa_environment_variable(requested):
+    """MMVSSM_CPU_ISA forces the variant in a fresh process; an unsupported one is an error."""
+    if requested == 'avx2' and 'avx2' not in _ext().available_isas():
+        pytest.skip('this CPU has no AVX2')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import torch; from mmvssm.ops import cpu_backend, selective_scan\n'
+            'e = cpu_backend.extension(); u = torch.ones(1, 2, 3); A = -torch.ones(2, 4)\n'
+            'B = torch.ones(1, 4, 3); selective_scan(u, u, A, B, B, backend="cpu"); print(e.isa())')
+    env = dict(os.environ, MMVSSM_CPU_ISA=requested,
+               PYTHONPATH=os.pathsep.join([root, os.environ.get('PYTHONPATH', '')]))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300)
+    if requested == 'avx2':
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1] == 'avx2'
+    else:
+        assert proc.returncode != 0
+        assert "ISA variant 'no-such-isa' (from MMVSSM_CPU_ISA" in proc.stderr
+
+
+@pytest.mark.parametrize('isa_variant', sorted(set(_variants())), indirect=True)
+def test_thread_count_independence(isa_variant):
+    inputs = make_inputs(batch=1, dim=8, length=300, n_state=16, groups=2, seed=13)
     previous = torch.get_num_threads()
     results = []
     try:
@@ -296,3 +372,27 @@ def test_kernel_rejects_bad_layout():
         ext.fwd(u, u.double(), A, B, B, None, None, None, False, False)
     with pytest.raises(RuntimeError, match='shape'):
         ext.fwd(u, u, A, B[..., :2], B, None, None, None, False, False)
+
+
+def test_benchmark_reports_variant_and_exp_bound():
+    """benchmark_scan's cpu worker records the variant it ran and the exp rate; the table and the
+    machine line carry them."""
+    bench = load_tool('analysis_tools/benchmark_scan')
+    ext = _ext()
+    case = dict(name='tiny', batch=1, dim=4, length=33, n_state=16, groups=1)
+    spec = dict(case=case, backend='cpu', device='cpu', warmup=0, repeats=1, threads=1,
+                skip_backward=True)
+    row = bench.run_worker(spec)
+    assert row['isa'] == ext.isa() and row['threads'] == 1
+    assert 1e6 < row['exp_rate'] < 1e12 and row['fwd_ms'] > 0
+    rate, share = bench._exp_bound(row)
+    exps = 4 * 33 * 16
+    assert float(rate) == pytest.approx(exps / (row['fwd_ms'] / 1e3) / 1e9, abs=0.006)
+    table = bench.format_table([row])
+    assert '| cpu ' in table and f' {row["isa"]} ' in table and share in table
+    line = bench.machine_line(torch.device('cpu'), [1], ['auto'], [row], '0.0')
+    assert line.startswith('machine: ') and f'variant(s) run: {row["isa"]}' in line
+    assert 'torch threads: 1' in line
+    # Thread scaling column: the same backend/variant/case at 1 thread over this row's wall time.
+    two = dict(row, threads=2, fwd_ms=row['fwd_ms'] / 1.8)
+    assert '| 1.8× ' in bench.format_table([row, two]).splitlines()[-1]

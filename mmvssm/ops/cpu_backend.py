@@ -1,10 +1,12 @@
 """``cpu`` backend of :func:`mmvssm.ops.selective_scan`: the fused C++ kernel.
 
-The kernel (``mmvssm/ops/csrc/selective_scan_cpu.cpp``, built as the extension
-``mmvssm.ops._selective_scan_cpu`` by ``setup.py``) runs the whole scan -- softplus/delta_bias, the
-recurrence, the C contraction, the D skip and the silu(z) gate -- in one pass per (batch, channel) row,
-with the state held in a small buffer, float32 accumulation for any input dtype and a checkpointed
-backward pass (it stores only the state entering every 64-step chunk and recomputes the rest).
+The kernel (``mmvssm/ops/csrc``, built as the extension ``mmvssm.ops._selective_scan_cpu`` by ``setup.py``)
+runs the whole scan -- softplus/delta_bias, the recurrence, the C contraction, the D skip and the silu(z)
+gate -- in one pass per (batch, channel) row, with the N states in SIMD registers and a vectorised exp
+(ATen's ``at::vec::Vectorized``, compiled for AVX-512, AVX2 and a portable fallback; the best variant the
+CPU has is picked at run time, ``MMVSSM_CPU_ISA=avx2`` forces one), float32 accumulation for any input
+dtype and a checkpointed backward pass (it stores only the state entering every 64-step chunk and
+recomputes the rest). ``extension().isa()`` names the variant in use.
 
 This module only prepares the layout (compute dtype, contiguous, B/C time-major) with ordinary autograd
 ops, so that their gradients (dtype casts, transposes, group broadcast) come for free, and wraps the

@@ -17,9 +17,21 @@ measurements cannot hide memory or warm caches. Inside the subprocess:
 
 Inputs are Mamba-like (S4D-real A = -(1..N), softplus(delta + delta_bias), D skip and silu(z) gate).
 
-Example::
+The output starts with a machine line (CPU model, the ISA extensions it has, the instruction-set variant
+the fused ``cpu`` kernel actually ran, torch threads, load average before and after), so every number
+carries its machine. ``cpu`` rows also report the kernel against an exp-bound limit measured on the spot:
+a forward does one exp per state and step (b * dim * L * N), and the kernel's own vectorised exp runs at
+most ``exp_throughput`` exps per thread-second (a micro-benchmark in the extension, measured in the same
+worker); ``% exp-bound`` = achieved exps/s over that limit (wall: times the threads; CPU: per CPU-second).
 
-    python tools/analysis_tools/benchmark_scan.py --quick --json work_dirs/scan.json
+``--isa avx2,auto`` runs the ``cpu`` backend once per variant (``MMVSSM_CPU_ISA`` in the worker), so the
+forced-AVX2 and the native path are measured in one run; ``--threads 1,2`` likewise per thread count,
+and rows with more threads show their forward speed-up over the 1-thread row (wall clock).
+
+Example (the table of docs/benchmarks.md, quiet machine)::
+
+    python tools/analysis_tools/benchmark_scan.py --isa avx2,auto --threads 1,2 \
+        --cases long-L4096,long-L4096-N1,vim-t-224-b1 --json work_dirs/scan_cpu.json
 """
 import argparse
 import json
@@ -132,8 +144,9 @@ def run_worker(spec: Dict) -> Dict:
         torch.set_num_threads(spec['threads'])
     case, device, backend = Case(**spec['case']), torch.device(spec['device']), spec['backend']
     args = dict(delta_softplus=True, backend=backend)
-    result = dict(backend=backend, **asdict(case), fwd_ms=None, fwd_bwd_ms=None, fwd_cpu_ms=None,
-                  fwd_bwd_cpu_ms=None, peak_mib=None)
+    result = dict(backend=backend, **asdict(case), threads=torch.get_num_threads(), isa=None,
+                  exp_rate=None, fwd_ms=None, fwd_bwd_ms=None, fwd_cpu_ms=None, fwd_bwd_cpu_ms=None,
+                  peak_mib=None)
     skip_backward = spec['skip_backward']
 
     grad_inputs = _make_inputs(case, device, requires_grad=True)
@@ -157,6 +170,11 @@ def run_worker(spec: Dict) -> Dict:
             selective_scan(**inputs, **args)
 
     result['fwd_ms'], result['fwd_cpu_ms'] = _timed(fwd, device, spec['warmup'], spec['repeats'])
+    if backend == 'cpu':
+        from mmvssm.ops import cpu_backend
+        ext = cpu_backend.extension()
+        result['isa'] = ext.isa()  # the variant that ran (MMVSSM_CPU_ISA or the best one)
+        result['exp_rate'] = ext.exp_throughput(0.3)
     return result
 
 
@@ -164,8 +182,11 @@ def run_worker(spec: Dict) -> Dict:
 # Driver side
 # --------------------------------------------------------------------------------------------------
 def _spawn(spec: Dict, timeout: float) -> Dict:
+    env = dict(os.environ)
+    if spec.get('isa'):
+        env['MMVSSM_CPU_ISA'] = spec['isa']
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'benchmark worker failed for {spec["backend"]} / {spec["case"]["name"]}:\n'
                            f'{proc.stderr[-2000:]}')
@@ -180,27 +201,86 @@ def _speedup(ref: Optional[float], value: Optional[float]) -> str:
     return '—' if ref is None or value is None else f'{ref / value:.1f}×'
 
 
+def _exp_bound(r: Dict) -> Tuple[str, str]:
+    """Achieved forward exps/s (G, wall) and the % of the exp-bound limit (wall / CPU time)."""
+    if not r.get('exp_rate') or r['fwd_ms'] is None:
+        return '—', '—'
+    exps = r['batch'] * r['dim'] * r['length'] * r['n_state']  # one exp per state and step
+    wall_rate, cpu_rate = exps / (r['fwd_ms'] / 1e3), exps / (r['fwd_cpu_ms'] / 1e3)
+    return (f'{wall_rate / 1e9:.2f}',
+            f'{100 * wall_rate / (r["exp_rate"] * r["threads"]):.0f} / '
+            f'{100 * cpu_rate / r["exp_rate"]:.0f}')
+
+
 def format_table(rows: List[Dict], speedup_clock: str = 'cpu') -> str:
-    """Markdown table; speed-ups over the reference use the ``'wall'`` or ``'cpu'`` times."""
-    ref = {r['name']: r for r in rows if r['backend'] == 'reference'}
+    """Markdown table; speed-ups over the reference (and chunked) at the same thread count use the
+    ``'wall'`` or ``'cpu'`` times."""
+    ref = {(r['name'], r['threads']): r for r in rows if r['backend'] == 'reference'}
+    chunked = {(r['name'], r['threads']): r for r in rows if r['backend'] == 'chunked'}
+    # Thread scaling is a wall-clock question: the same backend/variant/case with 1 thread.
+    single = {(r['backend'], r.get('isa'), r['name']): r for r in rows if r['threads'] == 1}
     fwd_key, bwd_key = ('fwd_ms', 'fwd_bwd_ms') if speedup_clock == 'wall' else ('fwd_cpu_ms',
                                                                                 'fwd_bwd_cpu_ms')
-    header = ['backend', 'case', 'b', 'dim', 'L', 'N', 'G', 'fwd ms', 'fwd+bwd ms', 'fwd CPU ms',
-              'fwd+bwd CPU ms', 'peak MiB (f+b)', f'speed-up fwd ({speedup_clock})',
-              f'speed-up f+b ({speedup_clock})']
+    header = ['backend', 'isa', 'threads', 'case', 'b', 'dim', 'L', 'N', 'G', 'fwd ms', 'fwd+bwd ms',
+              'fwd CPU ms', 'fwd+bwd CPU ms', 'peak MiB (f+b)', f'vs ref fwd ({speedup_clock})',
+              f'vs ref f+b ({speedup_clock})', f'vs chunked fwd ({speedup_clock})',
+              'fwd G exp/s', '% exp-bound (wall / CPU)', 'fwd scaling vs 1 thread (wall)']
     lines = []
     for r in rows:
-        base = ref.get(r['name'], {})
-        lines.append([r['backend'], r['name'], str(r['batch']), str(r['dim']), str(r['length']),
-                      str(r['n_state']), str(r['groups']), _fmt(r['fwd_ms']), _fmt(r['fwd_bwd_ms']),
-                      _fmt(r['fwd_cpu_ms']), _fmt(r['fwd_bwd_cpu_ms']), _fmt(r['peak_mib']),
-                      _speedup(base.get(fwd_key), r[fwd_key]),
-                      _speedup(base.get(bwd_key), r[bwd_key])])
+        key = (r['name'], r['threads'])
+        base, chk = ref.get(key, {}), chunked.get(key, {})
+        lines.append([r['backend'], r.get('isa') or '—', str(r['threads']), r['name'], str(r['batch']),
+                      str(r['dim']), str(r['length']), str(r['n_state']), str(r['groups']),
+                      _fmt(r['fwd_ms']), _fmt(r['fwd_bwd_ms']), _fmt(r['fwd_cpu_ms']),
+                      _fmt(r['fwd_bwd_cpu_ms']), _fmt(r['peak_mib']),
+                      _speedup(base.get(fwd_key), r[fwd_key]), _speedup(base.get(bwd_key), r[bwd_key]),
+                      _speedup(chk.get(fwd_key), r[fwd_key]), *_exp_bound(r),
+                      _speedup(single.get((r['backend'], r.get('isa'), r['name']), {}).get('fwd_ms'),
+                               r['fwd_ms']) if r['threads'] > 1 else '—'])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     out = ['| ' + ' | '.join(h.ljust(w) for h, w in zip(header, widths)) + ' |',
            '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
     out += ['| ' + ' | '.join(c.ljust(w) for c, w in zip(line, widths)) + ' |' for line in lines]
     return '\n'.join(out)
+
+
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            info = f.read()
+    except OSError:
+        import platform
+        return platform.processor() or platform.machine()
+    model = next((line.split(':', 1)[1].strip() for line in info.splitlines()
+                  if line.startswith('model name')), 'unknown CPU')
+    flags = next((line.split(':', 1)[1].split() for line in info.splitlines()
+                  if line.startswith('flags')), [])
+    isa = [f for f in ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512dq') if f in flags]
+    return f'{model}, {os.cpu_count()} logical CPUs, ISA: {" ".join(isa) or "no AVX2"}'
+
+
+def _load_average() -> str:
+    try:
+        with open('/proc/loadavg') as f:
+            return f.read().split()[0]
+    except OSError:
+        return '?'
+
+
+def machine_line(device, threads: List[int], isas: List[str], rows: List[Dict],
+                 load_before: str) -> str:
+    """Where the numbers come from: CPU, the kernel variants that actually ran, threads, load."""
+    import torch
+    ran = sorted({r['isa'] for r in rows if r.get('isa')})
+    where = (f'{torch.cuda.get_device_name(device)}; host CPU ' if device.type == 'cuda' else '')
+    return (f'machine: {where}{_cpu_model()}; cpu kernel variant(s) run: {", ".join(ran) or "—"} '
+            f'(requested: {", ".join(isas)}); torch threads: {", ".join(map(str, threads))}; '
+            f'torch {torch.__version__}; load average (1 min) before/after: '
+            f'{load_before} / {_load_average()}')
+
+
+def _int_list(text: str) -> List[int]:
+    return [int(x) for x in text.split(',')]
 
 
 def parse_args(argv=None):
@@ -214,7 +294,12 @@ def parse_args(argv=None):
                         help=f'fewer repeats and only {", ".join(QUICK_CASES)}')
     parser.add_argument('--warmup', type=int, default=None, help='untimed runs (default 2, quick 1)')
     parser.add_argument('--repeats', type=int, default=None, help='timed runs (default 7, quick 3)')
-    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
+    parser.add_argument('--threads', type=_int_list, default=[0],
+                        help='torch threads, comma-separated for several runs (0: torch default)')
+    parser.add_argument('--isa', default='auto',
+                        help='fused cpu kernel variant(s), comma-separated: auto (the best the CPU has), '
+                             'avx512, avx2, default; e.g. avx2,auto measures the forced-AVX2 and the '
+                             'native path (other backends run once)')
     parser.add_argument('--ref-max-length', type=int, default=1024,
                         help='skip the reference forward+backward (reported as —) above this L; '
                              '0 disables the cap')
@@ -243,23 +328,35 @@ def main(argv=None) -> None:
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise SystemExit(f'unknown case(s) {unknown}; known: {list(by_name)}')
+    isas = args.isa.split(',')
+    if 'cpu' in backends:
+        from mmvssm.ops import cpu_backend
+        supported = cpu_backend.extension().available_isas() + ['auto']
+        bad = [i for i in isas if i not in supported]
+        if bad:
+            raise SystemExit(f'--isa {bad}: not supported by this CPU; available: {supported}')
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 7)
 
+    load_before = _load_average()
     rows = []
     for name in names:
         case = by_name[name]
-        for backend in backends:
-            skip_backward = (backend == 'reference' and args.ref_max_length > 0
-                             and case.length > args.ref_max_length)
-            spec = dict(case=asdict(case), backend=backend, device=str(device), warmup=warmup,
-                        repeats=repeats, threads=args.threads, skip_backward=skip_backward)
-            rows.append(_spawn(spec, args.timeout))
-            print(f'{backend:>9} {name:<20} fwd {_fmt(rows[-1]["fwd_ms"])}, '
-                  f'fwd+bwd {_fmt(rows[-1]["fwd_bwd_ms"])} (ms)', file=sys.stderr, flush=True)
-    threads = args.threads or torch.get_num_threads()
-    print(f'selective_scan benchmark on {device} ({threads} threads, torch {torch.__version__}); '
-          f'median of {repeats} runs after {warmup} warm-up; peak memory: '
+        for threads in args.threads:
+            for backend in backends:
+                skip_backward = (backend == 'reference' and args.ref_max_length > 0
+                                 and case.length > args.ref_max_length)
+                for isa in (isas if backend == 'cpu' else [None]):
+                    spec = dict(case=asdict(case), backend=backend, device=str(device), warmup=warmup,
+                                repeats=repeats, threads=threads, skip_backward=skip_backward, isa=isa)
+                    rows.append(_spawn(spec, args.timeout))
+                    print(f'{backend:>9} {rows[-1]["isa"] or "":>7} {rows[-1]["threads"]}t {name:<20} '
+                          f'fwd {_fmt(rows[-1]["fwd_ms"])}, fwd+bwd {_fmt(rows[-1]["fwd_bwd_ms"])} (ms)',
+                          file=sys.stderr, flush=True)
+    threads = sorted({r['threads'] for r in rows})
+    print(machine_line(device, threads, isas, rows, load_before))
+    print(f'selective_scan benchmark on {device}; median of {repeats} runs after {warmup} warm-up; '
+          'peak memory: '
           f'{"CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS delta (VmHWM)"} '
           'of one cold forward+backward in a fresh process')
     # Kernel launches are asynchronous: only the wall clock (with synchronisation) times CUDA work.
@@ -267,8 +364,10 @@ def main(argv=None) -> None:
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
-            json.dump(dict(device=str(device), threads=threads, torch=torch.__version__, warmup=warmup,
-                           repeats=repeats, results=rows), f, indent=2)
+            json.dump(dict(device=str(device), machine=machine_line(device, threads, isas, rows,
+                                                                    load_before),
+                           threads=threads, torch=torch.__version__, warmup=warmup, repeats=repeats,
+                           results=rows), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -1,15 +1,20 @@
-// Fused CPU selective scan (Mamba S6): forward and backward, float32 and float64.
+// Fused CPU selective scan (Mamba S6): forward and backward, float32 and float64. The dispatcher:
+// input checks, allocation, threading, choice of the instruction-set variant, and the Python bindings.
 //
 // Python entry points (see mmvssm/ops/cpu_backend.py, which prepares the layout):
 //   fwd(u, delta, A, B, C, D?, z?, delta_bias?, softplus, save_checkpoints) -> [out, last_state, ckpt]
 //   bwd(u, delta, A, B, C, D?, z?, delta_bias?, softplus, ckpt, dout, dlast?)
 //       -> [du, ddelta, dA, dB, dC, dD?, dz?, ddelta_bias?]
-//   isa() / available_isas() / set_isa(name): which instruction-set variant runs (for tests/benchmarks).
+//   isa() / available_isas() / set_isa(name): which instruction-set variant runs.
+//   exp_throughput(seconds): exps per thread-CPU-second of the running variant's vectorised exp.
 //
-// Portability: the kernel source (selective_scan_cpu_impl.h) is compiled three times, for the x86-64
-// baseline, for AVX2+FMA and for AVX-512 (via #pragma GCC target), and the best variant the running CPU
-// supports is picked once at load time (__builtin_cpu_supports). The extension itself is built without
-// -march flags, so it runs on any x86-64 CPU; on other architectures only the baseline variant is built.
+// Portability: the kernel (selective_scan_cpu_kernel.h, written with ATen's at::vec::Vectorized) is
+// compiled once per instruction set, like ATen's CPU_CAPABILITY kernels: `default` (ATen's generic
+// vectors, the build's baseline ISA), `avx2` (AVX2+FMA, 8 float lanes) and `avx512` (16 lanes), each
+// in its own translation unit. The best variant the running CPU supports (cpuid) is picked on first
+// use, so one build runs on any x86-64 CPU and uses its widest vectors. MMVSSM_CPU_ISA=avx2 (or
+// default/avx512/auto) forces a variant, for measurement; an unsupported request is an error, never a
+// silent fallback. On other architectures only `default` is built.
 // Parallelism: at::parallel_for (torch's intra-op pool, so torch.set_num_threads applies) over
 // (batch, channel) rows in the forward and over (batch, group, channel block) tasks in the backward;
 // every reduction has a fixed order, so results are bitwise independent of the thread count.
@@ -18,93 +23,61 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <ctime>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <limits>
 #include <string>
 #include <vector>
 
+#include "selective_scan_cpu.h"
+
 namespace {
 
-template <typename T>
-struct Params {
-  int64_t batch = 0, dim = 0, L = 0, N = 0, G = 1, dim_g = 0;
-  int chunk = 64;
-  int64_t nchunks = 0;
-  bool softplus = false;
-  const T *u = nullptr, *delta = nullptr, *A = nullptr, *B = nullptr, *C = nullptr;
-  const T *D = nullptr, *z = nullptr, *bias = nullptr;
-  T *out = nullptr, *last = nullptr, *ckpt = nullptr;
-  // backward
-  int64_t nblk = 1, cb = 1;
-  const T *dout = nullptr, *dlast = nullptr;
-  T *du = nullptr, *ddelta = nullptr, *dz = nullptr;
-  T *dA_part = nullptr, *dD_part = nullptr, *dbias_part = nullptr;
-  T *dB_acc = nullptr, *dC_acc = nullptr;
-};
-
-}  // namespace
+using mmvssm_scan::Kernels;
+using mmvssm_scan::Params;
 
 // ---- ISA variants -----------------------------------------------------------------------------------
-#define SS_NS ss_base
-#include "selective_scan_cpu_impl.h"
-#undef SS_NS
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define SS_HAVE_X86_VARIANTS 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define SS_NS ss_avx2
-#include "selective_scan_cpu_impl.h"
-#undef SS_NS
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=512")
-#define SS_NS ss_avx512
-#include "selective_scan_cpu_impl.h"
-#undef SS_NS
-#pragma GCC pop_options
-#endif
-
-namespace {
-
-struct Variant {
-  const char* name;
-  void (*fwd_f)(const Params<float>&, int64_t, int64_t);
-  void (*fwd_d)(const Params<double>&, int64_t, int64_t);
-  void (*bwd_f)(const Params<float>&, int64_t, int64_t);
-  void (*bwd_d)(const Params<double>&, int64_t, int64_t);
-};
-
-const Variant kBase{"baseline", ss_base::fwd_float, ss_base::fwd_double, ss_base::bwd_float,
-                    ss_base::bwd_double};
-#ifdef SS_HAVE_X86_VARIANTS
-const Variant kAvx2{"avx2", ss_avx2::fwd_float, ss_avx2::fwd_double, ss_avx2::bwd_float,
-                    ss_avx2::bwd_double};
-const Variant kAvx512{"avx512", ss_avx512::fwd_float, ss_avx512::fwd_double, ss_avx512::bwd_float,
-                      ss_avx512::bwd_double};
-#endif
-
-std::vector<const Variant*> supported_variants() {
-  std::vector<const Variant*> v{&kBase};
-#ifdef SS_HAVE_X86_VARIANTS
+std::vector<const Kernels*> supported_variants() {
+  std::vector<const Kernels*> v{&mmvssm_scan::kernels_default};
+#ifdef MMVSSM_SCAN_X86
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) v.push_back(&kAvx2);
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  if (avx2) v.push_back(&mmvssm_scan::kernels_avx2);
   if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-    v.push_back(&kAvx512);
+    v.push_back(&mmvssm_scan::kernels_avx512);
 #endif
   return v;
 }
 
-const Variant* g_variant = nullptr;
+std::vector<std::string> available_isas() {
+  std::vector<std::string> names;
+  for (const Kernels* v : supported_variants()) names.emplace_back(v->name);
+  return names;
+}
 
-const Variant* variant() {
-  if (g_variant == nullptr) g_variant = supported_variants().back();
+const Kernels* find_variant(const std::string& name, const char* origin) {
+  const auto variants = supported_variants();
+  if (name == "auto" || name.empty()) return variants.back();
+  for (const Kernels* v : variants) {
+    if (name == v->name) return v;
+  }
+  TORCH_CHECK(false, "selective_scan_cpu: ISA variant '", name, "' (", origin,
+              ") is not supported on this CPU; available: ", c10::Join(", ", available_isas()),
+              " (or 'auto' for the best)");
+  return nullptr;
+}
+
+const Kernels* g_variant = nullptr;
+
+const Kernels* variant() {
+  if (g_variant == nullptr) {
+    const char* env = std::getenv("MMVSSM_CPU_ISA");
+    g_variant = find_variant(env ? env : "auto", "from MMVSSM_CPU_ISA; unset it or pick another");
+  }
   return g_variant;
 }
 
@@ -139,6 +112,9 @@ Shapes check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tens
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble,
               "selective_scan_cpu: the kernel computes in float32 or float64, got ", dtype);
   Shapes s{u.size(0), u.size(1), u.size(2), A.size(1), B.size(1), dtype};
+  TORCH_CHECK(s.N <= mmvssm_scan::kMaxState, "selective_scan_cpu: the kernel holds at most ",
+              mmvssm_scan::kMaxState, " states per channel, got N = ", s.N,
+              "; use backend='chunked' for larger states");
   TORCH_CHECK(s.G > 0 && s.dim % s.G == 0, "selective_scan_cpu: groups must divide dim");
   check_tensor(u, "u", dtype, {s.batch, s.dim, s.L});
   check_tensor(delta, "delta", dtype, {s.batch, s.dim, s.L});
@@ -317,23 +293,37 @@ std::vector<at::Tensor> bwd(const at::Tensor& u, const at::Tensor& delta, const 
 
 std::string isa() { return variant()->name; }
 
-std::vector<std::string> available_isas() {
-  std::vector<std::string> names;
-  for (const Variant* v : supported_variants()) names.emplace_back(v->name);
-  return names;
-}
-
 std::string set_isa(const std::string& name) {
   const std::string previous = isa();
-  for (const Variant* v : supported_variants()) {
-    if (name == v->name || (name == "auto" && v == supported_variants().back())) {
-      g_variant = v;
-      return previous;
-    }
-  }
-  TORCH_CHECK(false, "selective_scan_cpu: ISA variant '", name, "' is not supported on this CPU; "
-              "available: ", c10::Join(", ", available_isas()), " (or 'auto')");
+  g_variant = find_variant(name, "passed to set_isa");
   return previous;
+}
+
+double thread_seconds() {
+  // CPU time of the calling thread: on a shared machine the wall clock would count other tenants.
+#ifdef CLOCK_THREAD_CPUTIME_ID
+  timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0) return ts.tv_sec + 1e-9 * ts.tv_nsec;
+#endif
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double exp_throughput(double seconds) {
+  // Single-thread throughput (exps per second of thread CPU time) of the running variant's vectorised
+  // exp: the kernel's own function, in registers, 8 independent chains. A scan of N states does one
+  // exp per state and step, so this bounds its speed per thread.
+  const Kernels* k = variant();
+  const int64_t per_iter = 8 * static_cast<int64_t>(k->float_lanes);
+  float check = k->exp_loop(1000);  // warm-up (and frequency ramp)
+  int64_t iters = 1000;
+  for (;;) {
+    const double start = thread_seconds();
+    check += k->exp_loop(iters);  // consumed below, so no exp can be optimised away
+    const double dt = thread_seconds() - start;
+    TORCH_CHECK(std::isfinite(check), "selective_scan_cpu: the exp micro-benchmark diverged");
+    if (dt >= seconds || iters > (int64_t(1) << 40)) return static_cast<double>(iters * per_iter) / dt;
+    iters *= dt > 0 ? std::max<int64_t>(2, static_cast<int64_t>(seconds / dt * 1.2)) : 10;
+  }
 }
 
 }  // namespace
@@ -349,4 +339,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("isa", &isa, "name of the instruction-set variant in use");
   m.def("available_isas", &available_isas, "variants the running CPU supports, best last");
   m.def("set_isa", &set_isa, "select a variant by name ('auto' = best); returns the previous one");
+  m.def("exp_throughput", &exp_throughput,
+        "exps per thread-CPU-second of the running variant's vectorised exp (one thread)",
+        py::arg("seconds") = 0.2);
 }
