@@ -17,7 +17,8 @@ ONNX has no scan operator: :func:`decompositions` maps each op to the ``referenc
 ops, the recurrence unrolled over L), for ``ExportedProgram.run_decompositions``; exporting the opaque ops
 to ONNX otherwise fails (the exporter reports the unsupported ``mmvssm.*`` nodes), never silently wrong.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -148,19 +149,30 @@ def scan_backward_op(op: str, inputs: List[Optional[Tensor]], grads: List[Option
                             inputs[0].new_empty(1, 1))
     leaves = [None if t is None else t.detach().requires_grad_(t.is_floating_point()) for t in inputs]
     wanted = [t for t in leaves if t is not None]
-    with torch.enable_grad():
+    differentiable = [t for t in wanted if t.requires_grad]
+    with _autograd_inside_op():
         outs = _COMPUTE[op](impl, leaves, delta_softplus, sizes)
-    pairs = [(o, g) for o, g in zip(outs, grads)
-             if g is not None and o.requires_grad and o.numel()
-             and (impl.last_state_grad or o is outs[0] or bool(g.any()))]
-    got = torch.autograd.grad([o for o, _ in pairs], [t for t in wanted if t.requires_grad],
-                              [g for _, g in pairs], allow_unused=True) if pairs else ()
-    got_iter = iter(got)
-    result = []
-    for t in wanted:
-        g = next(got_iter) if t.requires_grad else None
-        result.append(torch.zeros_like(t) if g is None else g.contiguous())
-    return result
+        # An output whose gradient is all zero adds nothing; skipping it spares a backend that cannot
+        # differentiate its last state (cuda) an error when only the output was used.
+        pairs = [(o, g) for o, g in zip(outs, grads)
+                 if g is not None and o.requires_grad and o.numel() and (o is outs[0] or bool(g.any()))]
+        got = torch.autograd.grad([o for o, _ in pairs], differentiable, [g for _, g in pairs],
+                                  allow_unused=True) if pairs and differentiable else [None] * len(differentiable)
+    by_input = {id(t): g for t, g in zip(differentiable, got)}
+    return [torch.zeros_like(t) if by_input.get(id(t)) is None else by_input[id(t)].contiguous() for t in wanted]
+
+
+@contextmanager
+def _autograd_inside_op() -> Iterator[None]:
+    """Grad mode with the autograd dispatch keys back on: an op's kernel runs below autograd (the
+    dispatcher excludes those keys), and the recompute in :func:`scan_backward_op` needs them. Private
+    torch API (``_ForceDispatchKeyGuard``); opcheck in tests/test_export.py fails if it stops working."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in ('AutogradFunctionality', 'AutogradOther', 'AutogradNestedTensor', 'ADInplaceOrView'):
+        exclude = exclude.remove(getattr(torch._C.DispatchKey, key))
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), \
+            torch.enable_grad():
+        yield
 
 
 @scan_backward_op.register_fake
