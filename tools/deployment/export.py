@@ -58,6 +58,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--tolerance', type=float, default=1e-3,
                         help='largest accepted max|exported - eager| / max|eager| (default 1e-3)')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--no-onnx-optimize', action='store_true',
+                        help='skip torch.onnx\'s graph optimisation (about twice as fast to export)')
     return parser.parse_args(argv)
 
 
@@ -113,7 +115,7 @@ def export_torch(model: nn.Module, x: Tensor, out: str) -> List[Tensor]:
         return flat_tensors(torch.export.load(out).module()(x))
 
 
-def export_onnx(model: nn.Module, x: Tensor, out: str) -> List[Tensor]:
+def export_onnx(model: nn.Module, x: Tensor, out: str, optimize: bool = True) -> List[Tensor]:
     """Export with the scans decomposed, write ``out``, run it with onnxruntime."""
     from mmvssm.ops.custom_ops import decompositions
     missing = [name for name in ('onnx', 'onnxscript', 'onnxruntime') if not _importable(name)]
@@ -124,7 +126,7 @@ def export_onnx(model: nn.Module, x: Tensor, out: str) -> List[Tensor]:
     left = sorted({str(n.target) for n in program.graph.nodes if str(n.target).startswith('mmvssm.')})
     if left:  # never hand the ONNX exporter an op it would have to guess
         raise RuntimeError(f'mmvssm ops left after decomposition: {left}')
-    torch.onnx.export(program, (x, ), out, dynamo=True, external_data=False, verbose=False)
+    torch.onnx.export(program, (x, ), out, dynamo=True, external_data=False, verbose=False, optimize=optimize)
     session = onnxruntime.InferenceSession(out, providers=['CPUExecutionProvider'])
     feeds = {session.get_inputs()[0].name: x.numpy()}
     return [torch.from_numpy(a) for a in session.run(None, feeds)]
@@ -165,7 +167,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         x = torch.randn(args.batch, 3, height, width)
         with torch.no_grad():
             eager = flat_tensors(model(x))
-        exporter = export_torch if args.format == 'torch_export' else export_onnx
+        if args.format == 'torch_export':
+            exporter = export_torch
+        else:
+            def exporter(model, x, path):
+                return export_onnx(model, x, path, optimize=not args.no_onnx_optimize)
         # Written next to the target and renamed, so a failed export never leaves a partial file.
         fd, tmp = tempfile.mkstemp(suffix=SUFFIX[args.format], dir=osp.dirname(osp.abspath(out)))
         os.close(fd)
