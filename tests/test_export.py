@@ -161,15 +161,17 @@ def export_tool():
 
 
 def _vim_scan_params_uncached(self) -> Dict[str, Tensor]:
-    """The patch models/ needs (see the issue-14 report): Vim's parameter cache keys on data_ptr(), which
-    no graph capture can read; while capturing, derive the parameters without it."""
-    return dict(
-        x_proj=torch.stack([self.x_proj.weight, self.x_proj_b.weight]),
-        dt_proj=torch.stack([self.dt_proj.weight, self.dt_proj_b.weight]),
-        A=-torch.exp(torch.stack([self.A_log, self.A_b_log]).float()),
-        D=torch.stack([self.D, self.D_b]).float(),
-        delta_bias=torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
-        out_proj=self.out_proj.weight * 0.5 if self.divide_out else self.out_proj.weight)
+    """What Vim's mixer derives from its parameters, without the cache: the cache keys on data_ptr(), which
+    no graph capture can read (the models/ patch in the issue-14 report skips the cache while capturing)."""
+
+    def pair(first: str, second: str) -> Tensor:  # both directions' parameter, stacked
+        return torch.stack([self.get_parameter(first), self.get_parameter(second)])
+
+    return dict(x_proj=pair('x_proj.weight', 'x_proj_b.weight'),
+                dt_proj=pair('dt_proj.weight', 'dt_proj_b.weight'),
+                A=-pair('A_log', 'A_b_log').float().exp(), D=pair('D', 'D_b').float(),
+                delta_bias=pair('dt_proj.bias', 'dt_proj_b.bias').float(),
+                out_proj=self.out_proj.weight * (0.5 if self.divide_out else 1.0))
 
 
 @pytest.fixture
