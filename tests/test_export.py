@@ -4,6 +4,7 @@
 ONNX cases need ``onnx``, ``onnxscript`` and ``onnxruntime`` and skip, saying so, without them.
 """
 import importlib.util
+import io
 import os.path as osp
 import warnings
 from typing import Dict, Optional
@@ -128,10 +129,18 @@ def test_compile_fullgraph_vim_layers():
     def atrous(u, delta, A, B, C, D, z, delta_bias):
         return ops.atrous_scan(u, delta, A, B, C, D, delta_bias, delta_softplus=True, height=5, width=3)
 
+    graphs = []
+
+    def recording(gm, example_inputs):  # runs the captured graph as it is; keeps it to look at
+        graphs.append(str(gm.graph))
+        return gm.forward
+
     torch._dynamo.reset()
     for fn, inputs in ((vim, i), (atrous, a)):
-        got = torch.compile(fn, fullgraph=True, backend='eager')(**inputs)
+        got = torch.compile(fn, fullgraph=True, backend=recording)(**inputs)
         torch.testing.assert_close(got, fn(**inputs))
+        # On the CPU the fused layouts are composed around the one scan op
+        assert graphs[-1].count('torch.ops.mmvssm.selective_scan') == 1, graphs[-1]
 
 
 def test_captured_graph_holds_the_op_and_resolves_where_it_runs():
@@ -238,10 +247,14 @@ def test_export_tool_fails_above_tolerance(export_tool, tmp_path, capsys, monkey
 
 @needs_onnx
 def test_onnx_without_decomposition_refuses():
-    """Handing the opaque op to the ONNX exporter fails naming it: never a silently wrong graph."""
+    """Handing the opaque op to either ONNX exporter fails naming it: never a silently wrong graph."""
     i = {k: v.detach() for k, v in scan_inputs().items()}
+    args = (i['u'], i['delta'], i['A'], i['B'], i['C'])
     with pytest.raises(Exception, match='mmvssm'):
-        torch.onnx.export(_Scan(), (i['u'], i['delta'], i['A'], i['B'], i['C']), dynamo=True, verbose=False)
+        torch.onnx.export(_Scan(), args, dynamo=True, verbose=False)
+    with warnings.catch_warnings(), pytest.raises(Exception, match='mmvssm::selective_scan'):
+        warnings.simplefilter('ignore')
+        torch.onnx.export(_Scan(), args, io.BytesIO(), dynamo=False)  # the TorchScript-based exporter
 
 
 def test_torchscript_trace_saves_and_reloads(export_tool, tmp_path):
