@@ -10,6 +10,9 @@
   recurrence, :func:`mmvssm.ops.custom_ops.decompositions`) and exported by ``torch.onnx``'s dynamo exporter;
   checked with onnxruntime. Needs ``pip install onnx onnxscript onnxruntime``.
 
+``--scope model`` exports ``model(x, mode='tensor')``: segmentors (EncoderDecoder) export whole; two-stage
+detectors need image metas in that mode and are refused with a pointer to ``--scope backbone``.
+
 The exported program is reloaded from ``--out`` and run on the same random input as the eager model; the
 max absolute and relative (to the largest eager magnitude) difference of every output is printed. The exit
 code is 1 when any relative difference exceeds ``--tolerance``, 2 for a usage error (missing package, bad
@@ -100,6 +103,17 @@ def flat_tensors(out) -> List[Tensor]:
     return [t for t in leaves if isinstance(t, Tensor)]
 
 
+def run_eager(model: nn.Module, x: Tensor, scope: str):
+    try:
+        return model(x)
+    except Exception as err:
+        if scope != 'model':
+            raise
+        # e.g. two-stage detectors, whose tensor mode still needs image metas
+        raise UsageError(f'{type(model.model).__name__} does not run as a function of the image tensor alone '
+                         f'({type(err).__name__}: {err}); export its backbone with --scope backbone') from err
+
+
 def capture(model: nn.Module, x: Tensor) -> 'torch.export.ExportedProgram':
     try:
         return torch.export.export(model, (x, ))
@@ -166,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.manual_seed(args.seed)
         x = torch.randn(args.batch, 3, height, width)
         with torch.no_grad():
-            eager = flat_tensors(model(x))
+            eager = flat_tensors(run_eager(model, x, args.scope))
         if args.format == 'torch_export':
             exporter = export_torch
         else:
