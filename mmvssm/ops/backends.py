@@ -155,9 +155,9 @@ def resolve(backend: str, u: Tensor, A: Tensor) -> ScanBackend:
                     _announce_slow(chosen, u.device.type)
                     return chosen
     chosen = REGISTRY[name]
-    if not chosen.is_available(u.device):
-        raise RuntimeError(f'selective_scan: backend {name!r} was requested ({source}) but is not '
-                           f'available for {u.device.type} tensors: {chosen.missing_hint}')
+    why_not = chosen.unavailable_reason(u.device)
+    if why_not is not None:
+        raise RuntimeError(f'selective_scan: backend {name!r} was requested ({source}) but is {why_not}')
     reason = chosen.unsupported_reason(u, A)
     if reason is not None:
         raise RuntimeError(f'selective_scan: backend {name!r} was requested ({source}) but cannot '

@@ -51,6 +51,12 @@ class ScanBackend:
         """True when it can run tensors on ``device`` (on some device when None)."""
         return self.device_types is None or device is None or device.type in self.device_types
 
+    def unavailable_reason(self, device: torch.device) -> Optional[str]:
+        """Why it cannot run tensors on ``device`` and how to fix that; None when it can."""
+        if self.is_available(device):
+            return None
+        return f'not available for {device.type} tensors: {self.missing_hint}'
+
     def unsupported_reason(self, u: Tensor, A: Tensor) -> Optional[str]:
         """Why it cannot run these (available-device) inputs, e.g. N too large; None when it can."""
         return None

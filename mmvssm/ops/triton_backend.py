@@ -354,6 +354,12 @@ class TritonBackend(ScanBackend):
     def is_available(self, device: Optional[torch.device] = None) -> bool:
         return super().is_available(device) and is_available(device)
 
+    def unavailable_reason(self, device: torch.device) -> Optional[str]:
+        reason = super().unavailable_reason(device)
+        if reason is not None and device.type == 'cuda' and _triton_installed() and cuda_failure() is not None:
+            return f'not available: its kernels do not run on this GPU ({cuda_failure()})'
+        return reason
+
     def unsupported_reason(self, u: Tensor, A: Tensor) -> Optional[str]:
         return unsupported_reason(u, A)
 
