@@ -19,7 +19,12 @@ any device, slow on GPUs), ``cpu`` (fused C++ kernel, when built), ``cuda`` (``m
 installed) and ``triton`` (fused Triton kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 ``auto`` picks by the tensors' device: cuda -> triton -> chunked on GPUs (announcing ``chunked`` once),
 cpu -> chunked on the CPU. :class:`use_backend` or the environment variable ``MMVSSM_SCAN_BACKEND`` forces
-a backend for every ``auto`` call.
+a backend for every ``auto`` call. Each backend is one :class:`~mmvssm.ops.scan_backend.ScanBackend` object,
+registered in :mod:`mmvssm.ops.backends`, which also holds the dispatch rules.
+
+In eager mode a call runs its backend directly (the backend's own autograd). While torch.compile,
+torch.export or torch.jit.trace capture a graph, it calls the ``torch.ops.mmvssm`` operators of
+:mod:`mmvssm.ops.custom_ops` instead, so the scan is one opaque node of known shape.
 """
 from typing import Dict, Optional, Tuple, Union  # noqa: F401 (Dict, Union: public signatures)
 
