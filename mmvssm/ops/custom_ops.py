@@ -13,8 +13,8 @@ The fused ops have fixed semantics whatever backend runs them: Vim's second dire
 (scanned backwards in time, the anti-causal conv), so a program captured on a GPU (Triton, fused) still
 runs right with a backend that composes them from flips.
 
-ONNX has no scan operator: :func:`decompositions` maps each op to the ``reference`` backend (plain torch
-ops, the recurrence unrolled over L), for ``ExportedProgram.run_decompositions``; exporting the opaque ops
+ONNX has no scan operator: :func:`decompositions` maps each op to plain torch ops (the block-parallel
+"segment sum" form of :mod:`.segsum_scan`, L / 16 block steps), for ``ExportedProgram.run_decompositions``; exporting the opaque ops
 to ONNX otherwise fails (the exporter reports the unsupported ``mmvssm.*`` nodes), never silently wrong.
 """
 from contextlib import contextmanager
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import backends
-from .reference_scan import REFERENCE
+from .segsum_scan import SEGSUM
 from .scan_backend import ScanBackend
 
 NAMESPACE = 'mmvssm'
@@ -39,8 +39,8 @@ def capturing() -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # What each op computes, given its backend object: (tensor inputs, delta_softplus, sizes) -> outputs.
-# Used by the ops' kernels (no grad), by their backward (recompute with grad), and with the reference
-# backend as the ONNX decomposition.
+# Used by the ops' kernels (no grad), by their backward (recompute with grad), and with SEGSUM as the ONNX
+# decomposition.
 # --------------------------------------------------------------------------------------------------
 def _scan(impl: ScanBackend, t: Sequence[Optional[Tensor]], softplus: bool, sizes: Sequence[int]):
     u, delta, A, B, C, D, z, delta_bias = t
@@ -215,15 +215,16 @@ for _name in _SIGNATURES:
 # ONNX
 # --------------------------------------------------------------------------------------------------
 def decompositions() -> Dict[torch._ops.OpOverload, Callable]:
-    """Each ``mmvssm`` op as plain torch ops (the ``reference`` backend), for
-    ``ExportedProgram.run_decompositions`` before an ONNX export (ONNX has no scan operator)."""
+    """Each ``mmvssm`` op as plain torch ops (:data:`~mmvssm.ops.segsum_scan.SEGSUM`: blocks of 16 steps in
+    a few large ops each), for ``ExportedProgram.run_decompositions`` before an ONNX export (ONNX has no scan
+    operator)."""
 
     def decomposition(op_name: str) -> Callable:
         op, n_tensors, softplus_at, size_at, _ = _SIGNATURES[op_name]
 
         def run(*args):
             softplus = False if softplus_at is None else bool(args[softplus_at])
-            outs = _COMPUTE[op_name](REFERENCE, args[:n_tensors], softplus, [int(args[i]) for i in size_at])
+            outs = _COMPUTE[op_name](SEGSUM, args[:n_tensors], softplus, [int(args[i]) for i in size_at])
             return outs if op_name == 'selective_scan' else outs[0]
 
         return run
