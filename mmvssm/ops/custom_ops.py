@@ -14,8 +14,9 @@ The fused ops have fixed semantics whatever backend runs them: Vim's second dire
 runs right with a backend that composes them from flips.
 
 ONNX has no scan operator: :func:`decompositions` maps each op to plain torch ops (the block-parallel
-"segment sum" form of :mod:`.segsum_scan`, L / 16 block steps), for ``ExportedProgram.run_decompositions``; exporting the opaque ops
-to ONNX otherwise fails (the exporter reports the unsupported ``mmvssm.*`` nodes), never silently wrong.
+"segment sum" form of :mod:`.segsum_scan`, L / 16 block steps), for ``ExportedProgram.run_decompositions``;
+exporting the opaque ops to ONNX otherwise fails (both exporters name the unsupported ``mmvssm`` op), never
+silently wrong.
 """
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple

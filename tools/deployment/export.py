@@ -7,8 +7,8 @@
   ``torch.ops.mmvssm.*`` operators, so running the file needs ``import mmvssm`` (which registers them) and
   keeps the fast backend of the machine it runs on.
 * ``onnx``: the same capture with every ``mmvssm`` op decomposed into plain torch ops (the recurrence
-  in blocks of 16 steps, :func:`mmvssm.ops.custom_ops.decompositions`) and exported by ``torch.onnx``'s dynamo exporter;
-  checked with onnxruntime. Needs ``pip install onnx onnxscript onnxruntime``.
+  in blocks of 16 steps, :func:`mmvssm.ops.custom_ops.decompositions`) and exported by ``torch.onnx``'s
+  dynamo exporter; checked with onnxruntime. Needs ``pip install onnx onnxscript onnxruntime``.
 
 ``--scope model`` exports ``model(x, mode='tensor')``: segmentors (EncoderDecoder) export whole; two-stage
 detectors need image metas in that mode and are refused with a pointer to ``--scope backbone``.
