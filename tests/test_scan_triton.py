@@ -372,3 +372,44 @@ def test_triton_that_cannot_build_kernels_is_unavailable_loudly(monkeypatch):
         assert 'C compiler' in triton_backend.cuda_failure()
     finally:
         triton_backend.cuda_failure.cache_clear()
+
+
+def test_fused_ops_under_torch_compile():
+    """torch.compile(fullgraph=True) captures the fused Triton paths as the mmvssm ops (conv, bidirectional
+    and atrous scans): values and gradients equal the eager fused kernels'."""
+    from mmvssm.ops.atrous import atrous_gather
+    inputs = {k: v.float().to(DEVICE) for k, v in bidirectional_inputs(dim=4, length=9).items()}
+    w = torch.randn(4, 1, 4, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    x = torch.randn(2, 4, 9, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+
+    def vim(u, delta, A, B, C, D, z, delta_bias):
+        conv = bidirectional_conv1d_silu(x, w, None, w, None, backend='triton')
+        return bidirectional_scan(conv * u, delta, A, B, C, D, z, delta_bias, delta_softplus=True,
+                                  backend='triton')
+
+    a = {k: v.float().to(DEVICE) for k, v in make_inputs(batch=1, dim=4, length=6, n_state=4).items()}
+    xs = atrous_gather(torch.randn(1, 4, 5, 3, generator=torch.Generator().manual_seed(5)).to(DEVICE))
+    atrous_inputs = dict(xs=xs, delta=xs.roll(1, -1), A=-torch.rand(4, 4, 4).to(DEVICE),
+                         B=torch.randn(1, 4, 4, 6).to(DEVICE), C=torch.randn(1, 4, 4, 6).to(DEVICE),
+                         D=a['D'].repeat(4).view(4, 4), delta_bias=a['delta_bias'].repeat(4).view(4, 4))
+
+    def atrous(xs, delta, A, B, C, D, delta_bias):
+        return atrous_scan(xs, delta, A, B, C, D, delta_bias, delta_softplus=True, height=5, width=3,
+                           backend='triton')
+
+    graphs = []
+
+    def recording(gm, example_inputs):  # runs the captured graph as it is; keeps it to look at
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    torch._dynamo.reset()
+    for fn, kw, ops in ((vim, inputs, ('bidirectional_conv1d_silu', 'bidirectional_scan')),
+                        (atrous, atrous_inputs, ('atrous_scan', ))):
+        compiled = torch.compile(fn, fullgraph=True, backend=recording)
+        y, g = grads_of(compiled, kw, 1.0)
+        assert all(f'mmvssm.{op}' in graphs[-1] for op in ops), graphs[-1]
+        y_ref, g_ref = grads_of(fn, kw, 1.0)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        for name in kw:
+            torch.testing.assert_close(g[name], g_ref[name], atol=1e-4, rtol=1e-4, msg=name)

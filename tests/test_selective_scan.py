@@ -20,6 +20,8 @@ from mmvssm.ops import chunked_scan, cuda_backend
 
 # The package re-exports the function under the module's name, so fetch the module itself.
 scan_module = importlib.import_module('mmvssm.ops.selective_scan')
+backends = importlib.import_module('mmvssm.ops.backends')
+reference_scan = importlib.import_module('mmvssm.ops.reference_scan')
 
 # Every fast backend usable on CPU tensors (the reference is the ground truth, not a subject). Triton's
 # interpreter is too slow for these sizes: test_scan_triton.py runs the same checks on smaller shapes.
@@ -360,7 +362,7 @@ def call_log(monkeypatch):
 
         monkeypatch.setattr(module, attr, wrapper)
 
-    spy('reference', scan_module, '_scan_reference')
+    spy('reference', reference_scan, 'scan_reference')
     spy('chunked', chunked_scan, 'selective_scan_chunked')
     return log
 
@@ -420,7 +422,7 @@ class _FakeKernel:
     """Stands in for mamba_ssm's selective_scan_fn: checks the call conventions, returns the reference."""
 
     # Bound at import, so that spying on the dispatcher's reference does not see the fake's calls.
-    reference = staticmethod(scan_module._scan_reference)
+    reference = staticmethod(reference_scan.scan_reference)
 
     def __init__(self):
         self.calls = []
@@ -513,8 +515,9 @@ def test_auto_dispatch_with_cuda(monkeypatch, fresh_kernel_cache, call_log):
     monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
     monkeypatch.setattr(cuda_backend, 'is_available', lambda: True)
     # Pretend the CPU is the kernel's device (and a GPU for auto) so the real N / dtype checks decide.
-    monkeypatch.setitem(scan_module._BACKEND_DEVICE, 'cuda', 'cpu')
-    monkeypatch.setitem(scan_module.AUTO_ORDER, 'cpu', ('cuda', 'chunked'))
+    monkeypatch.setattr(backends.CUDA, 'device_types', frozenset({'cpu'}))
+    monkeypatch.setattr(backends.CUDA, 'auto_rank', {'cpu': 10})
+    monkeypatch.setattr(backends.CPU, 'auto_rank', {})
     monkeypatch.setattr(cuda_backend, 'unsupported_reason',
                         lambda u, A, real=cuda_backend.unsupported_reason:
                         real(u, A) if u.dtype == torch.float64 or A.shape[-1] > 256 else None)
@@ -546,21 +549,30 @@ def test_cuda_last_state_gradient_is_refused(monkeypatch, fresh_kernel_cache):
 def cpu_as_gpu(monkeypatch):
     """auto treats CPU tensors as a GPU's: the GPU order, and chunked announced there."""
     monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
-    monkeypatch.setitem(scan_module.AUTO_ORDER, 'cpu', scan_module.AUTO_ORDER['cuda'])
-    monkeypatch.setattr(scan_module, '_ANNOUNCE_CHUNKED_ON', {'cpu'})
-    monkeypatch.setattr(scan_module, '_warned_gpu_fallback', False)
+    for backend in backends.REGISTRY.values():
+        rank = backend.auto_rank.get('cuda', backend.auto_rank.get('*'))
+        monkeypatch.setattr(backend, 'auto_rank', {} if rank is None else {'cpu': rank})
+    monkeypatch.setattr(backends.CHUNKED, 'slow_on', {'cpu': backends.CHUNKED.slow_on['cuda']})
+    monkeypatch.setattr(backends, '_warned_slow', set())
+
+
+def only_available(monkeypatch, names):
+    """Every backend reports itself available exactly when its name is in ``names`` (a mutable list)."""
+    for backend in backends.REGISTRY.values():
+        monkeypatch.setattr(backend, 'is_available', lambda device=None, name=backend.name: name in names)
 
 
 def test_auto_gpu_order_cuda_then_triton_then_chunked(monkeypatch, cpu_as_gpu, call_log):
     from mmvssm.ops import triton_backend
-    monkeypatch.setattr(scan_module, '_backend_available',
-                        lambda name, device=None: name in available)
+    available = []
+    only_available(monkeypatch, available)
     for name, module, attr in (('cuda', cuda_backend, 'selective_scan_cuda'),
                                ('triton', triton_backend, 'selective_scan_triton')):
         monkeypatch.setattr(module, attr, lambda *a, name=name: call_log.append(name))
         monkeypatch.setattr(module, 'unsupported_reason', lambda u, A: None)
-    for available, expected in ((('cuda', 'triton', 'chunked'), 'cuda'),
-                                (('triton', 'chunked'), 'triton'), (('chunked', ), 'chunked')):
+    for names, expected in ((('cuda', 'triton', 'chunked'), 'cuda'),
+                            (('triton', 'chunked'), 'triton'), (('chunked', ), 'chunked')):
+        available[:] = names
         call_log.clear()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -570,7 +582,7 @@ def test_auto_gpu_order_cuda_then_triton_then_chunked(monkeypatch, cpu_as_gpu, c
 
 
 def test_chunked_on_gpu_is_announced_once(monkeypatch, cpu_as_gpu, call_log):
-    monkeypatch.setattr(scan_module, '_backend_available', lambda name, device=None: name == 'chunked')
+    only_available(monkeypatch, ['chunked'])
     with pytest.warns(RuntimeWarning, match=r'37x slower.*pip install triton'):
         run(make_inputs(), 'auto')
     with warnings.catch_warnings():
@@ -582,7 +594,7 @@ def test_chunked_on_gpu_is_announced_once(monkeypatch, cpu_as_gpu, call_log):
 
 def test_use_backend_globally_and_as_context(monkeypatch, call_log):
     monkeypatch.delenv(scan_module.ENV_BACKEND, raising=False)
-    monkeypatch.setattr(scan_module, '_selected_backend', None)
+    monkeypatch.setattr(backends, '_selected_backend', None)
     with use_backend('reference'):
         run(make_inputs(), 'auto')
         assert scan_module.auto_backend('cpu') == 'reference'

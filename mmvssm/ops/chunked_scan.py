@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .scan_backend import ScanBackend
 from .scan_utils import as_groups, compute_dtype, finish, prepare_delta
 
 # One (K, b, G, Dg, N) block buffer holds about this many elements (~1 MiB in fp32): small enough to stay
@@ -193,3 +194,25 @@ def selective_scan_chunked(u: Tensor,
     if return_last_state:
         return out, last.reshape(batch, dim, n_state).to(u.dtype)
     return out
+
+
+# Measured on an H200 (bf16; issue 12's baseline): Vim-T train step 512², b8, chunked vs mamba_ssm.
+GPU_FALLBACK_WARNING = (
+    'selective_scan: no fast GPU backend (mamba_ssm\'s kernel or Triton) is available, so the pure-PyTorch '
+    '`chunked` scan runs on the GPU: it trains Vim 37x slower (H200, Vim-T 512² b8: 2965 ms vs 79 ms a '
+    'step). Fix: `pip install triton` (CUDA builds of torch ship it). Set MMVSSM_SCAN_BACKEND=chunked to '
+    'choose it knowingly.')
+
+
+class ChunkedBackend(ScanBackend):
+    """Pure PyTorch on any device: ``auto``'s last resort everywhere, announced on GPUs."""
+    name = 'chunked'
+    auto_rank = {'*': 90}
+    slow_on = {'cuda': GPU_FALLBACK_WARNING}
+
+    def scan(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                      return_last_state)
+
+
+CHUNKED = ChunkedBackend()

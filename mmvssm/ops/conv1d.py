@@ -2,70 +2,22 @@
 
 The official layer flips the sequence, runs a causal depthwise conv with the backward direction's weights
 and flips the result back. The same numbers come from one anti-causal conv with the taps reversed, so the
-input is never flipped. With the ``triton`` scan backend this runs as fused Triton kernels (forward and
-backward) that read the input in place and write both directions into one (batch, 2, dim, L) tensor;
-elsewhere as two ``F.conv1d`` calls, direction 1 reversed as the official layer keeps it.
+input is never flipped. A backend that reads Vim's second direction in place (``triton``: fused kernels,
+forward and backward, that read the input in place and write both directions into one (batch, 2, dim, L)
+tensor) gets that layout; elsewhere two ``F.conv1d`` calls, direction 1 reversed as the official layer keeps
+it.
 """
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .scan_utils import cdiv
-from .selective_scan import reads_backward_in_place
-
-BLOCK_D, BLOCK_L, NUM_WARPS = 16, 64, 4  # (channels, steps) a program
-
-
-def _check_triton_conv(kernel_size: int) -> None:
-    if kernel_size & (kernel_size - 1):
-        raise RuntimeError(f'bidirectional_conv1d_silu: the Triton kernel needs a power-of-two kernel size, '
-                           f'got {kernel_size}; use backend="chunked" (PyTorch conv)')
-
-
-def _conv_torch(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor, b1: Optional[Tensor]) -> Tensor:
-    """Direction 1 in scan order, as the official layer: causal conv of the reversed sequence."""
-    dim, length, k = u.shape[1], u.shape[2], w0.shape[-1]
-    y0 = F.conv1d(u, w0, b0, padding=k - 1, groups=dim)[..., :length]
-    y1 = F.conv1d(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length]
-    return F.silu(torch.stack([y0, y1], dim=1))
-
-
-class _BidirectionalConvTritonFn(torch.autograd.Function):
-    """u (batch, dim, L), any strides; weights (dim, K); biases (dim,)."""
-
-    @staticmethod
-    def forward(ctx, u, w0, b0, w1, b1):
-        from . import triton_conv_kernels as kernels
-        batch, dim, length = u.shape
-        k = w0.shape[-1]
-        y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
-        grid = (cdiv(dim, BLOCK_D), batch, cdiv(length, BLOCK_L))
-        kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
-                                      *w1.stride(), K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L,
-                                      num_warps=NUM_WARPS)
-        ctx.save_for_backward(u, w0, b0, w1, b1)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        from . import triton_conv_kernels as kernels
-        u, w0, b0, w1, b1 = ctx.saved_tensors
-        batch, dim, length = u.shape
-        k = w0.shape[-1]
-        f32 = dict(dtype=torch.float32, device=u.device)
-        g = torch.empty((batch, 2, dim, length), **f32)
-        dw0, dw1 = torch.zeros((dim, k), **f32), torch.zeros((dim, k), **f32)
-        db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
-        grid = (cdiv(dim, BLOCK_D), batch, cdiv(length, BLOCK_L))
-        kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
-                                             *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(),
-                                             K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
-        du = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
-        kernels.conv_bwd_input_kernel[grid](g, w0, w1, du, dim, length, *w0.stride(), *w1.stride(),
-                                            K=k, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L, num_warps=NUM_WARPS)
-        return du, dw0.to(w0.dtype), db0.to(b0.dtype), dw1.to(w1.dtype), db1.to(b1.dtype)
+from . import backends, custom_ops
+from .scan_utils import conv1d_silu_in_scan_order
+# The Triton conv's tiles, where tools/analysis_tools/triton_resources.py reads them.
+from .triton_backend import CONV_BLOCK_D as BLOCK_D  # noqa: F401
+from .triton_backend import CONV_BLOCK_L as BLOCK_L  # noqa: F401
+from .triton_backend import CONV_NUM_WARPS as NUM_WARPS  # noqa: F401
 
 
 def bidirectional_conv1d_silu(u: Tensor, weight0: Tensor, bias0: Optional[Tensor], weight1: Tensor,
@@ -94,10 +46,10 @@ def bidirectional_conv1d_silu(u: Tensor, weight0: Tensor, bias0: Optional[Tensor
     if weight0.shape != weight1.shape:
         raise ValueError(f'bidirectional_conv1d_silu: weights of different shapes {tuple(weight0.shape)} '
                          f'and {tuple(weight1.shape)}')
-    if not reads_backward_in_place(backend, u):
-        return _conv_torch(u, weight0, bias0, weight1, bias1)
-    _check_triton_conv(weight0.shape[-1])
-    if bias0 is None or bias1 is None:  # a missing bias contributes nothing
-        zeros = u.new_zeros(dim)
-        bias0, bias1 = (zeros if bias0 is None else bias0), (zeros if bias1 is None else bias1)
-    return _BidirectionalConvTritonFn.apply(u, weight0.squeeze(1), bias0, weight1.squeeze(1), bias1)
+    impl = backends.resolve(backend, u, u.new_empty(1, 1))
+    if not impl.reads_backward_in_place():
+        return conv1d_silu_in_scan_order(u, weight0, bias0, weight1, bias1)
+    if custom_ops.capturing():
+        return torch.ops.mmvssm.bidirectional_conv1d_silu(u, weight0, bias0, weight1, bias1,
+                                                          backends.requested(backend))
+    return impl.bidirectional_conv1d_silu(u, weight0, bias0, weight1, bias1)

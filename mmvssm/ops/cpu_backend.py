@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .scan_backend import ScanBackend
 from .scan_utils import as_groups, compute_dtype
 
 _EXT = None
@@ -102,3 +103,22 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
                                           bool(delta_softplus))
     out = out.to(u.dtype)
     return (out, last.to(u.dtype)) if return_last_state else out
+
+
+class CpuBackend(ScanBackend):
+    """The fused C++ kernel: ``auto``'s first choice for CPU tensors when it is built."""
+    name = 'cpu'
+    device_types = frozenset({'cpu'})
+    auto_rank = {'cpu': 10}
+    missing_hint = ('the fused CPU kernel is not built (or the tensors are not on the CPU); build it with '
+                    '`make kernel` (= `python setup.py build_ext --inplace`) or `pip install -e . '
+                    '--no-build-isolation` from the repo root')
+
+    def is_available(self, device: Optional[torch.device] = None) -> bool:
+        return super().is_available(device) and is_available()
+
+    def scan(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        return selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+CPU = CpuBackend()

@@ -10,6 +10,8 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .scan_backend import ScanBackend
+
 # Limits of the official kernel (mamba_ssm csrc/selective_scan/selective_scan.cpp).
 MAX_STATE = 256
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -98,3 +100,25 @@ class _NoGradThrough(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         raise RuntimeError('selective_scan: backend "cuda" (mamba_ssm) cannot backpropagate through the '
                            'returned last state; use backend="triton" (or "chunked"), which can')
+
+
+class CudaBackend(ScanBackend):
+    """``mamba_ssm``'s kernel: ``auto``'s first choice for CUDA tensors when it is installed."""
+    name = 'cuda'
+    device_types = frozenset({'cuda'})
+    auto_rank = {'cuda': 10}
+    last_state_grad = False
+    missing_hint = ('mamba_ssm\'s CUDA kernel did not import (or the tensors are not on a CUDA device); '
+                    'install it with `pip install --no-build-isolation mamba-ssm` on a CUDA machine')
+
+    def is_available(self, device: Optional[torch.device] = None) -> bool:
+        return super().is_available(device) and is_available()
+
+    def unsupported_reason(self, u: Tensor, A: Tensor) -> Optional[str]:
+        return unsupported_reason(u, A)
+
+    def scan(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+CUDA = CudaBackend()

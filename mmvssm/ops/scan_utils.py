@@ -1,10 +1,13 @@
-"""Pieces shared by the selective-scan backends: the compute-dtype rule, delta preparation, B/C grouping
-and the D skip / silu(z) gate. Backends import these from here; ``selective_scan`` dispatches to them."""
+"""Pieces shared by the selective-scan backends and the dispatcher: the compute-dtype rule, delta
+preparation, B/C grouping, the D skip / silu(z) gate, and the multi-direction compositions. Imports no
+backend and no dispatcher."""
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .atrous_index import atrous_scatter
 
 
 def cdiv(a: int, b: int) -> int:
@@ -41,3 +44,61 @@ def finish(y: Tensor, u: Tensor, D: Optional[Tensor], z: Optional[Tensor], dtype
     if z is not None:
         y = y * F.silu(z.to(dtype))
     return y.to(out_dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compositions of the multi-direction layouts from a K-direction scan ``multi(u, delta, A, B, C, D, z,
+# delta_bias, delta_softplus)`` on (batch, K, dim, L) tensors (the public multi_direction_scan, or a
+# backend's own): shared by the dispatcher's unfused path and the backends' defaults.
+# --------------------------------------------------------------------------------------------------
+def fold_directions(u: Tensor, delta: Tensor, A: Tensor, D: Optional[Tensor], z: Optional[Tensor],
+                    delta_bias: Optional[Tensor]):
+    """K directions folded into channels: (batch, K, dim, L) -> (batch, K dim, L), A (K, dim, N) ->
+    (K dim, N), D and delta_bias (K, dim) -> (K dim,). B, C (batch, K, N, L) are already K groups."""
+    batch, k, dim, length = u.shape
+
+    def fold(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.reshape(batch, k * dim, length)
+
+    return (fold(u), fold(delta), A.reshape(k * dim, -1), None if D is None else D.reshape(k * dim),
+            fold(z), None if delta_bias is None else delta_bias.reshape(k * dim))
+
+
+def reverse_second(t: Tensor) -> Tensor:
+    """(batch, 2, ..., L): direction 1 reversed in time (stored order <-> scan order)."""
+    return torch.stack([t[:, 0], t[:, 1].flip(-1)], dim=1)
+
+
+def bidirectional_in_scan_order(multi, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                                delta_softplus: bool) -> Tensor:
+    """Vim's two directions with direction 1 already in scan order (reversed); z (batch, dim, L) in the
+    stored order. Returns the summed (batch, dim, L) in the stored order."""
+    zz = None if z is None else torch.stack([z, z.flip(-1)], dim=1)
+    y = multi(u, delta, A, B, C, D, zz, delta_bias, delta_softplus)
+    return y[:, 0] + y[:, 1].flip(-1)
+
+
+def conv1d_silu_in_scan_order(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor,
+                              b1: Optional[Tensor]) -> Tensor:
+    """Vim's conv1d + SiLU of both directions, direction 1 in scan order as the official layer computes
+    it (causal conv of the reversed sequence). u (batch, dim, L), weights (dim, 1, K) -> (batch, 2, dim, L)."""
+    dim, length, k = u.shape[1], u.shape[2], w0.shape[-1]
+    y0 = F.conv1d(u, w0, b0, padding=k - 1, groups=dim)[..., :length]
+    y1 = F.conv1d(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length]
+    return F.silu(torch.stack([y0, y1], dim=1))
+
+
+def atrous_by_directions(multi, xs: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool, height: int,
+                         width: int) -> Tensor:
+    """EfficientVMamba's four directions cast to float32 (float64 stays), scanned and scattered back to a
+    (batch, height, width, dim) map."""
+    dtype = torch.promote_types(xs.dtype, torch.float32)
+
+    def cast(t: Optional[Tensor]) -> Optional[Tensor]:
+        return None if t is None else t.to(dtype)
+
+    ys = multi(cast(xs), cast(delta), cast(A), cast(B), cast(C), cast(D), None, cast(delta_bias),
+               delta_softplus)
+    return atrous_scatter(ys, height, width)

@@ -19,22 +19,23 @@ any device, slow on GPUs), ``cpu`` (fused C++ kernel, when built), ``cuda`` (``m
 installed) and ``triton`` (fused Triton kernels: CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 ``auto`` picks by the tensors' device: cuda -> triton -> chunked on GPUs (announcing ``chunked`` once),
 cpu -> chunked on the CPU. :class:`use_backend` or the environment variable ``MMVSSM_SCAN_BACKEND`` forces
-a backend for every ``auto`` call.
+a backend for every ``auto`` call. Each backend is one :class:`~mmvssm.ops.scan_backend.ScanBackend` object,
+registered in :mod:`mmvssm.ops.backends`, which also holds the dispatch rules.
+
+In eager mode a call runs its backend directly (the backend's own autograd). While torch.compile,
+torch.export or torch.jit.trace capture a graph, it calls the ``torch.ops.mmvssm`` operators of
+:mod:`mmvssm.ops.custom_ops` instead, so the scan is one opaque node of known shape.
 """
-import logging
-import os
-import warnings
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union  # noqa: F401 (Dict, Union: public signatures)
 
 import torch
 from torch import Tensor
 
-from .scan_utils import as_groups, compute_dtype, finish, prepare_delta
-
-BACKENDS = ('reference', 'chunked', 'cpu', 'cuda', 'triton')
-ENV_BACKEND = 'MMVSSM_SCAN_BACKEND'
-
-ScanOutput = Union[Tensor, Tuple[Tensor, Tensor]]
+from . import backends, custom_ops
+from .backends import (BACKENDS, ENV_BACKEND, auto_backend, available_backends, backend_for,  # noqa: F401
+                       backend_plan, use_backend)
+from .scan_backend import ScanOutput
+from .scan_utils import bidirectional_in_scan_order, fold_directions
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,210 +91,6 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias) -> int:
     return groups
 
 
-# --------------------------------------------------------------------------------------------------
-# reference backend: the plain recurrence
-# --------------------------------------------------------------------------------------------------
-def _scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    dtype = compute_dtype(u)
-    batch, dim, length = u.shape
-    B, C = as_groups(B), as_groups(C)
-    groups = B.shape[1]
-    delta = prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    uf, Af = u.to(dtype), A.to(dtype)
-    # Per-channel B and C: (b, dim, N, L).
-    Bc = B.to(dtype).repeat_interleave(dim // groups, dim=1)
-    Cc = C.to(dtype).repeat_interleave(dim // groups, dim=1)
-    h = uf.new_zeros(batch, dim, A.shape[1])
-    ys = []
-    # unbind() instead of [t] indexing keeps the autograd graph linear in L.
-    for d_t, u_t, B_t, C_t in zip(delta.unbind(-1), uf.unbind(-1), Bc.unbind(-1), Cc.unbind(-1)):
-        h = torch.exp(d_t[..., None] * Af) * h + (d_t * u_t)[..., None] * B_t
-        ys.append((h * C_t).sum(-1))
-    y = torch.stack(ys, dim=-1) if ys else uf.new_zeros(batch, dim, 0)
-    out = finish(y, u, D, z, dtype, u.dtype)
-    return (out, h.to(u.dtype)) if return_last_state else out
-
-
-# --------------------------------------------------------------------------------------------------
-# Dispatch
-# --------------------------------------------------------------------------------------------------
-def _backend_module(name: str):
-    """The module implementing an optional backend (imported lazily: they may be heavy or absent)."""
-    if name == 'chunked':
-        from . import chunked_scan
-        return chunked_scan
-    if name == 'cpu':
-        from . import cpu_backend
-        return cpu_backend
-    if name == 'triton':
-        from . import triton_backend
-        return triton_backend
-    from . import cuda_backend
-    return cuda_backend
-
-
-# The device type each compiled backend runs on; reference and chunked run anywhere. Triton also runs CPU
-# tensors under its interpreter (TRITON_INTERPRET=1), which only an explicit request uses.
-_BACKEND_DEVICE = {'cpu': 'cpu', 'cuda': 'cuda', 'triton': 'cuda'}
-# What ``auto`` tries, fastest first, by the device type of the tensors.
-AUTO_ORDER = {'cuda': ('cuda', 'triton', 'chunked'), 'cpu': ('cpu', 'chunked')}
-
-
-def _backend_available(name: str, device: Optional[torch.device] = None) -> bool:
-    if name in ('reference', 'chunked'):
-        return True
-    if name not in _BACKEND_DEVICE:
-        return False
-    if device is not None and device.type != _BACKEND_DEVICE[name]:
-        if not (name == 'triton' and device.type == 'cpu'):
-            return False
-        return _backend_module(name).is_available(device)
-    return bool(_backend_module(name).is_available())
-
-
-def _unsupported_reason(name: str, u: Tensor, A: Tensor) -> Optional[str]:
-    """Why an available backend still cannot run these inputs (e.g. N too large), or None."""
-    if name not in _BACKEND_DEVICE:
-        return None
-    check = getattr(_backend_module(name), 'unsupported_reason', None)
-    return check(u, A) if check is not None else None
-
-
-def available_backends(device: Union[str, torch.device, None] = None) -> Tuple[str, ...]:
-    """Names of the backends that can run on ``device`` (any device when None)."""
-    dev = torch.device(device) if device is not None else None
-    return tuple(name for name in BACKENDS if _backend_available(name, dev))
-
-
-def auto_backend(device: Union[str, torch.device]) -> str:
-    """The backend ``auto`` uses for tensors on ``device`` (before per-input limits such as N <= 256),
-    after ``use_backend`` and ``$MMVSSM_SCAN_BACKEND``."""
-    dev = torch.device(device)
-    forced = _forced_backend()
-    if forced is not None:
-        return forced[0]
-    return next(name for name in AUTO_ORDER.get(dev.type, ('chunked', )) if _backend_available(name, dev))
-
-
-def backend_for(backend: str, device: Union[str, torch.device]) -> str:
-    """The backend a scan call with ``backend`` uses on ``device`` (before per-input limits); raises
-    ValueError for an unknown name."""
-    backend = _check_name(backend, 'the `backend` argument')
-    return auto_backend(device) if backend == 'auto' else backend
-
-
-def backend_plan(backend: str = 'auto') -> Dict[str, str]:
-    """The backend that scans with ``backend`` will use for each device type present, e.g.
-    ``{'cpu': 'cpu', 'cuda': 'triton'}``; raises ValueError for an unknown name."""
-    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    return {dev: backend_for(backend, dev) for dev in devices}
-
-
-_MISSING_HINTS = {
-    'cpu': 'the fused CPU kernel is not built (or the tensors are not on the CPU); build it with '
-           '`make kernel` (= `python setup.py build_ext --inplace`) or `pip install -e . '
-           '--no-build-isolation` from the repo root',
-    'cuda': 'mamba_ssm\'s CUDA kernel did not import (or the tensors are not on a CUDA device); '
-            'install it with `pip install --no-build-isolation mamba-ssm` on a CUDA machine',
-    'triton': 'Triton is not installed, cannot build kernels here (see the warning it gave), or the '
-              'tensors are not on a CUDA device (CPU tensors run only under Triton\'s interpreter, '
-              'TRITON_INTERPRET=1 set before import); `pip install triton`',
-}
-
-# Measured on an H200 (bf16; issue 12's baseline): Vim-T train step 512², b8, chunked vs mamba_ssm.
-_GPU_FALLBACK_WARNING = (
-    'selective_scan: no fast GPU backend (mamba_ssm\'s kernel or Triton) is available, so the pure-PyTorch '
-    '`chunked` scan runs on the GPU: it trains Vim 37x slower (H200, Vim-T 512² b8: 2965 ms vs 79 ms a '
-    'step). Fix: `pip install triton` (CUDA builds of torch ship it). Set MMVSSM_SCAN_BACKEND=chunked to '
-    'choose it knowingly.')
-_warned_gpu_fallback = False
-# Device types on which ``auto`` falling back to ``chunked`` is announced (GPUs, where it is ~40x slower).
-_ANNOUNCE_CHUNKED_ON = {'cuda'}
-
-
-def _warn_gpu_fallback() -> None:
-    global _warned_gpu_fallback
-    if not _warned_gpu_fallback:
-        _warned_gpu_fallback = True
-        warnings.warn(_GPU_FALLBACK_WARNING, RuntimeWarning, stacklevel=4)
-        logging.getLogger('mmvssm').warning(_GPU_FALLBACK_WARNING)
-
-
-# The backend ``auto`` calls use, set by :class:`use_backend` (None: not set).
-_selected_backend: Optional[str] = None
-
-
-def _check_name(name: str, source: str) -> str:
-    name = name.strip().lower()
-    if name != 'auto' and name not in BACKENDS:
-        raise ValueError(f'selective_scan: unknown backend {name!r} (from {source}); choose one of '
-                         f"{('auto',) + BACKENDS}")
-    return name
-
-
-class use_backend:  # noqa: N801 (used like a function, as torch.no_grad)
-    """Choose the backend of every ``backend='auto'`` scan call.
-
-    ``use_backend('triton')`` sets it for the rest of the process; ``with use_backend('triton'): ...``
-    sets it for the block and restores the previous choice after. ``use_backend('auto')`` clears it. It
-    takes precedence over ``$MMVSSM_SCAN_BACKEND``; an explicit ``backend=`` argument takes precedence
-    over both.
-    """
-
-    def __init__(self, name: str) -> None:
-        global _selected_backend
-        self.name = _check_name(name, 'use_backend()')
-        self._previous = _selected_backend
-        _selected_backend = None if self.name == 'auto' else self.name
-
-    def __enter__(self) -> 'use_backend':
-        return self
-
-    def __exit__(self, *exc) -> None:
-        global _selected_backend
-        _selected_backend = self._previous
-
-
-def _forced_backend() -> Optional[Tuple[str, str]]:
-    """(name, where it was set) when use_backend or the environment variable chose a backend."""
-    if _selected_backend is not None:
-        return _selected_backend, 'use_backend()'
-    forced = os.environ.get(ENV_BACKEND, '').strip().lower()
-    if forced and forced != 'auto':
-        return _check_name(forced, f'${ENV_BACKEND}'), f'${ENV_BACKEND}'
-    return None
-
-
-def _resolve_backend(backend: str, u: Tensor, A: Tensor) -> str:
-    """Pick the backend for these inputs.
-
-    ``auto`` takes the first of :data:`AUTO_ORDER` for ``u``'s device that is available and supports the
-    inputs, unless :class:`use_backend` or ``$MMVSSM_SCAN_BACKEND`` names a backend. An explicitly
-    requested (or forced) backend that cannot run is an error, never a silent fallback; ``chunked`` on a
-    GPU is announced once.
-    """
-    source = 'the `backend` argument'
-    backend = _check_name(backend, source)
-    if backend == 'auto':
-        forced = _forced_backend()
-        if forced is not None:
-            backend, source = forced
-        else:
-            for name in AUTO_ORDER.get(u.device.type, ('chunked', )):
-                if _backend_available(name, u.device) and _unsupported_reason(name, u, A) is None:
-                    if name == 'chunked' and u.device.type in _ANNOUNCE_CHUNKED_ON:
-                        _warn_gpu_fallback()
-                    return name
-    if not _backend_available(backend, u.device):
-        raise RuntimeError(f'selective_scan: backend {backend!r} was requested ({source}) but is not '
-                           f'available for {u.device.type} tensors: {_MISSING_HINTS.get(backend, "")}')
-    reason = _unsupported_reason(backend, u, A)
-    if reason is not None:
-        raise RuntimeError(f'selective_scan: backend {backend!r} was requested ({source}) but cannot '
-                           f'run these inputs: {reason}; use backend="chunked" instead')
-    return backend
-
-
 def selective_scan(u: Tensor,
                    delta: Tensor,
                    A: Tensor,
@@ -312,14 +109,12 @@ def selective_scan(u: Tensor,
         ``return_last_state`` is True.
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
-    name = _resolve_backend(backend, u, A)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == 'reference':
-        return _scan_reference(*args)
-    module = _backend_module(name)
-    impl = {'chunked': 'selective_scan_chunked', 'cpu': 'selective_scan_cpu',
-            'cuda': 'selective_scan_cuda', 'triton': 'selective_scan_triton'}[name]
-    return getattr(module, impl)(*args)
+    if custom_ops.capturing():
+        out, last = torch.ops.mmvssm.selective_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                                    bool(return_last_state), backends.requested(backend))
+        return (out, last) if return_last_state else out
+    return backends.resolve(backend, u, A).scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                return_last_state)
 
 
 def _check_directions(op: str, u, delta, A, B, C, D, z, delta_bias, shared_z: bool) -> None:
@@ -362,16 +157,10 @@ def multi_direction_scan(u: Tensor,
         (batch, K, dim, L): each direction's output in its own scan order.
     """
     _check_directions('multi_direction_scan', u, delta, A, B, C, D, z, delta_bias, shared_z=False)
-    batch, k, dim, length = u.shape
-
-    def fold(t):
-        return None if t is None else t.reshape(batch, k * dim, length)
-
-    y = selective_scan(fold(u), fold(delta), A.reshape(k * dim, -1), B, C,
-                       None if D is None else D.reshape(k * dim),
-                       fold(z), None if delta_bias is None else delta_bias.reshape(k * dim),
-                       delta_softplus=delta_softplus, backend=backend)
-    return y.view(batch, k, dim, length)
+    fu, fdelta, fA, fD, fz, fbias = fold_directions(u, delta, A, D, z, delta_bias)
+    # Through the module's selective_scan (by name): tools that swap it (utils/flops.py) see every scan.
+    y = selective_scan(fu, fdelta, fA, B, C, fD, fz, fbias, delta_softplus=delta_softplus, backend=backend)
+    return y.view(u.shape)
 
 
 def reads_backward_in_place(backend: str, u: Tensor) -> bool:
@@ -382,7 +171,7 @@ def reads_backward_in_place(backend: str, u: Tensor) -> bool:
     :func:`~mmvssm.ops.bidirectional_conv1d_silu` and :func:`bidirectional_scan`, as the official layer
     does: each layout moves the least data its backend allows.
     """
-    return _resolve_backend(backend, u, u.new_empty(1, 1)) == 'triton'
+    return backends.resolve(backend, u, u.new_empty(1, 1)).reads_backward_in_place()
 
 
 def bidirectional_scan(u: Tensor,
@@ -421,15 +210,21 @@ def bidirectional_scan(u: Tensor,
                          f'{tuple(u.shape)}')
     _check_inputs(u[:, 0], delta[:, 0], A[0], B[:, 0], C[:, 0], None if D is None else D[0], z,
                   None if delta_bias is None else delta_bias[0])
-    name = _resolve_backend(backend, u, A)
+    impl = backends.resolve(backend, u, A)
     # The conv chose the layout without A: a backend that fell back for these inputs (N) cannot use it.
-    if name != 'triton' and reads_backward_in_place(backend, u):
-        raise RuntimeError(f'bidirectional_scan: backend {name!r} cannot run these inputs (N = '
+    if not impl.reads_backward_in_place() and reads_backward_in_place(backend, u):
+        raise RuntimeError(f'bidirectional_scan: backend {impl.name!r} cannot run these inputs (N = '
                            f'{A.shape[-1]}) in the layout the conv produced; pass backend="chunked" to both')
-    if name == 'triton':
-        return _backend_module(name).bidirectional_scan_triton(u, delta, A, B, C, D, z, delta_bias,
-                                                               delta_softplus)
-    zz = None if z is None else torch.stack([z, z.flip(-1)], dim=1)
-    y = multi_direction_scan(u, delta, A, B, C, D, zz, delta_bias, delta_softplus=delta_softplus,
-                             backend=name)
-    return y[:, 0] + y[:, 1].flip(-1)
+    if impl.reads_backward_in_place():
+        if custom_ops.capturing():
+            return torch.ops.mmvssm.bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                                       backends.requested(backend))
+        return impl.bidirectional_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+    # Eager: the backend just resolved; a capture records the name asked for (resolved where it runs).
+    scan_backend = backend if custom_ops.capturing() else impl.name
+
+    def multi(*args):
+        return multi_direction_scan(*args, backend=scan_backend)
+
+    return bidirectional_in_scan_order(multi, u, delta, A, B, C, D, z, delta_bias, delta_softplus)

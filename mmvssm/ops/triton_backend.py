@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .scan_backend import ATROUS, BIDIRECTIONAL, PLAIN, ScanBackend
 from .scan_utils import as_groups, cdiv
 
 # Limits and defaults. The kernels hold (BLOCK_D, N, BLOCK_L) float32 tiles. 4 channels x 16 states x 32
@@ -118,11 +119,10 @@ def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tupl
     return (strides[0], 0) + strides[2:] if shared_group else strides
 
 
-# How the kernels lay out their output (and read its gradient):
-PLAIN = 'plain'  # (batch, G, Dg, L), each group its own channels
-# (batch, 1, Dg, L) view of (batch, L, Dg) memory: group 0 forwards + group 1 backwards in time, summed
-BIDIRECTIONAL = 'bidirectional'
-ATROUS = 'atrous'  # (batch, H * W, Dg): EfficientVMamba's 4 skip-sampled directions, at their map positions
+# How the kernels lay out their output (and read its gradient), by the layouts of .scan_backend:
+# PLAIN: (batch, G, Dg, L), each group its own channels. BIDIRECTIONAL: (batch, 1, Dg, L) view of (batch, L,
+# Dg) memory, group 0 forwards + group 1 backwards in time, summed. ATROUS: (batch, H * W, Dg),
+# EfficientVMamba's 4 skip-sampled directions at their map positions.
 
 
 def _out_strides(t: Tensor, layout: str) -> Tuple[int, ...]:
@@ -284,3 +284,99 @@ def _refuse(reason: Optional[str]) -> None:
     if reason is not None:
         raise RuntimeError(f'selective_scan: backend "triton" cannot run these inputs: {reason}; '
                            'use backend="chunked" instead')
+
+
+# --------------------------------------------------------------------------------------------------
+# Vim's conv1d + SiLU of both directions (kernels in :mod:`.triton_conv_kernels`)
+# --------------------------------------------------------------------------------------------------
+CONV_BLOCK_D, CONV_BLOCK_L, CONV_NUM_WARPS = 16, 64, 4  # (channels, steps) a program
+
+
+class _BidirectionalConvTritonFn(torch.autograd.Function):
+    """u (batch, dim, L), any strides; weights (dim, K); biases (dim,)."""
+
+    @staticmethod
+    def forward(ctx, u, w0, b0, w1, b1):
+        from . import triton_conv_kernels as kernels
+        batch, dim, length = u.shape
+        k = w0.shape[-1]
+        y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
+        grid = (cdiv(dim, CONV_BLOCK_D), batch, cdiv(length, CONV_BLOCK_L))
+        kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
+                                      *w1.stride(), K=k, BLOCK_D=CONV_BLOCK_D, BLOCK_L=CONV_BLOCK_L,
+                                      num_warps=CONV_NUM_WARPS)
+        ctx.save_for_backward(u, w0, b0, w1, b1)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        from . import triton_conv_kernels as kernels
+        u, w0, b0, w1, b1 = ctx.saved_tensors
+        batch, dim, length = u.shape
+        k = w0.shape[-1]
+        f32 = dict(dtype=torch.float32, device=u.device)
+        g = torch.empty((batch, 2, dim, length), **f32)
+        dw0, dw1 = torch.zeros((dim, k), **f32), torch.zeros((dim, k), **f32)
+        db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
+        grid = (cdiv(dim, CONV_BLOCK_D), batch, cdiv(length, CONV_BLOCK_L))
+        tiles = dict(K=k, BLOCK_D=CONV_BLOCK_D, BLOCK_L=CONV_BLOCK_L, num_warps=CONV_NUM_WARPS)
+        kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
+                                             *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(), **tiles)
+        du = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
+        kernels.conv_bwd_input_kernel[grid](g, w0, w1, du, dim, length, *w0.stride(), *w1.stride(), **tiles)
+        return du, dw0.to(w0.dtype), db0.to(b0.dtype), dw1.to(w1.dtype), db1.to(b1.dtype)
+
+
+def bidirectional_conv1d_silu_triton(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor,
+                                     b1: Optional[Tensor]) -> Tensor:
+    """Both directions in the stored order, one kernel (weights (dim, 1, K), power-of-two K)."""
+    k = w0.shape[-1]
+    if k & (k - 1):
+        raise RuntimeError(f'bidirectional_conv1d_silu: the Triton kernel needs a power-of-two kernel size, '
+                           f'got {k}; use backend="chunked" (PyTorch conv)')
+    if b0 is None or b1 is None:  # a missing bias contributes nothing
+        zeros = u.new_zeros(u.shape[1])
+        b0, b1 = (zeros if b0 is None else b0), (zeros if b1 is None else b1)
+    return _BidirectionalConvTritonFn.apply(u, w0.squeeze(1), b0, w1.squeeze(1), b1)
+
+
+class TritonBackend(ScanBackend):
+    """Fused Triton kernels, every layout: CUDA tensors (``auto``'s second choice there), or CPU tensors
+    under ``TRITON_INTERPRET=1`` (only when asked for)."""
+    name = 'triton'
+    device_types = frozenset({'cuda', 'cpu'})
+    auto_rank = {'cuda': 20}
+    layouts = frozenset({PLAIN, BIDIRECTIONAL, ATROUS})
+    missing_hint = ('Triton is not installed, cannot build kernels here (see the warning it gave), or the '
+                    'tensors are not on a CUDA device (CPU tensors run only under Triton\'s interpreter, '
+                    'TRITON_INTERPRET=1 set before import); `pip install triton`')
+
+    def is_available(self, device: Optional[torch.device] = None) -> bool:
+        return super().is_available(device) and is_available(device)
+
+    def unavailable_reason(self, device: torch.device) -> Optional[str]:
+        reason = super().unavailable_reason(device)
+        if reason is not None and device.type == 'cuda' and _triton_installed() and cuda_failure() is not None:
+            return f'not available: its kernels do not run on this GPU ({cuda_failure()})'
+        return reason
+
+    def unsupported_reason(self, u: Tensor, A: Tensor) -> Optional[str]:
+        return unsupported_reason(u, A)
+
+    def scan(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+    def bidirectional_conv1d_silu(self, u, w0, b0, w1, b1):
+        return bidirectional_conv1d_silu_triton(u, w0, b0, w1, b1)
+
+    def bidirectional_scan(self, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        return bidirectional_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+    def atrous_scan(self, xs, delta, A, B, C, D, delta_bias, delta_softplus, height, width):
+        padded = (height + height % 2, width + width % 2)
+        y = atrous_scan_triton(xs, delta, A, B, C, D, delta_bias, delta_softplus, padded,
+                               torch.promote_types(xs.dtype, torch.float32))
+        return y[:, :height, :width]
+
+
+TRITON = TritonBackend()
