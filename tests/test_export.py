@@ -189,41 +189,6 @@ def export_tool():
     return tool
 
 
-def _vim_scan_params_uncached(self) -> Dict[str, Tensor]:
-    """What Vim's mixer derives from its parameters, without the cache: the cache keys on data_ptr(), which
-    no graph capture can read (the models/ patch in the issue-14 report skips the cache while capturing)."""
-
-    def pair(first: str, second: str) -> Tensor:  # both directions' parameter, stacked
-        return torch.stack([self.get_parameter(first), self.get_parameter(second)])
-
-    return dict(x_proj=pair('x_proj.weight', 'x_proj_b.weight'),
-                dt_proj=pair('dt_proj.weight', 'dt_proj_b.weight'),
-                A=-pair('A_log', 'A_b_log').float().exp(), D=pair('D', 'D_b').float(),
-                delta_bias=pair('dt_proj.bias', 'dt_proj_b.bias').float(),
-                out_proj=self.out_proj.weight * (0.5 if self.divide_out else 1.0))
-
-
-@pytest.fixture
-def vim_capturable(monkeypatch):
-    """Applies the models/ patch of the issue-14 report for the duration of a test: Vim's two inference
-    caches (mixer parameters, resized position embedding) key on data_ptr(), which no graph capture can
-    read, so they are skipped while capturing. The unpatched model: the xfail below."""
-    from mmvssm.models.backbones import vim
-    mixer = next(c for c in vars(vim).values() if isinstance(c, type) and '_scan_params' in vars(c))
-    cached_params, cached_pos = mixer._scan_params, vim.Vim._pos_embed_for
-
-    def scan_params(self):
-        return _vim_scan_params_uncached(self) if custom_ops.capturing() else cached_params(self)
-
-    def pos_embed_for(self, grid):
-        if custom_ops.capturing() and tuple(grid) != tuple(self.pretrain_grid):
-            return vim.resize_pos_embed(self.pos_embed, self.pretrain_grid, grid, self.with_cls_token)
-        return cached_pos(self, grid)
-
-    monkeypatch.setattr(mixer, '_scan_params', scan_params)
-    monkeypatch.setattr(vim.Vim, '_pos_embed_for', pos_embed_for)
-
-
 def run_tool(tool, tmp_path, capsys, name: str, fmt: str, *extra: str) -> str:
     out = tmp_path / f'{name}.{fmt}'
     with warnings.catch_warnings():
@@ -247,21 +212,9 @@ def test_export_tool(export_tool, tmp_path, capsys, name, fmt):
 
 
 @pytest.mark.parametrize('fmt', FORMATS)
-def test_export_tool_vim(export_tool, tmp_path, capsys, vim_capturable, fmt):
+def test_export_tool_vim(export_tool, tmp_path, capsys, fmt):
     out = run_tool(export_tool, tmp_path, capsys, 'vim_tiny', fmt)
     assert 'OK: max relative difference' in out
-
-
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason='models/backbones/vim.py: the parameter cache reads data_ptr() while torch.export '
-                   'traces; needs the patch of the issue-14 report (then drop this xfail and vim_capturable)')
-def test_export_vim_unpatched(export_tool):
-    model, _ = export_tool.build(CONFIGS['vim_tiny'], None, 'backbone')
-    try:
-        export_tool.capture(model, torch.randn(1, 3, 32, 32))
-    except RuntimeError as err:
-        assert 'data pointer' in str(err), err  # the cache, not something else
-        raise
 
 
 def test_export_tool_fails_above_tolerance(export_tool, tmp_path, capsys, monkeypatch):
@@ -290,7 +243,7 @@ def test_onnx_without_decomposition_refuses():
 
 
 @pytest.mark.parametrize('name', ['vim_tiny', 'efficient_vmamba_t', 'efficient_vim_m1'])
-def test_compile_fullgraph_backbones(export_tool, vim_capturable, name):
+def test_compile_fullgraph_backbones(export_tool, name):
     """Each whole backbone compiles into one graph (no break at the scans) and matches eager."""
     model, _ = export_tool.build(CONFIGS[name], None, 'backbone')
     x = torch.randn(1, 3, 32, 32)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan
+from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan, capturing
 from ..layers import (PatchEmbed, RMSNorm, VimFeaturePyramid, VisionRope, drop_path, dt_rank_for, init_A_log_,
                       init_dt_bias_, init_dt_proj_weight_, run_block)
 from ..layers.patch_embed import IntPair, to_pair
@@ -179,9 +179,12 @@ class BiMambaMixer(nn.Module):
         params = (self.x_proj.weight, self.x_proj_b.weight, self.dt_proj.weight, self.dt_proj_b.weight,
                   self.A_log, self.A_b_log, self.D, self.D_b, self.dt_proj.bias, self.dt_proj_b.bias,
                   self.out_proj.weight)
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
+        # No cache with autograd (its tensors would carry history) or while a graph is captured (the key
+        # reads data pointers, which torch.compile/export cannot).
+        use_cache = not (torch.is_grad_enabled() or capturing())
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in params) if use_cache else None
         cached = getattr(self, '_scan_params_cache', None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+        if use_cache and cached is not None and cached[0] == key:
             return cached[1]
         derived = dict(
             x_proj=torch.stack([self.x_proj.weight, self.x_proj_b.weight]),
@@ -190,8 +193,7 @@ class BiMambaMixer(nn.Module):
             D=torch.stack([self.D, self.D_b]).float(),
             delta_bias=torch.stack([self.dt_proj.bias, self.dt_proj_b.bias]).float(),
             out_proj=self.out_proj.weight * 0.5 if self.divide_out else self.out_proj.weight)
-        # Only tensors without autograd history may outlive the call.
-        self._scan_params_cache = None if torch.is_grad_enabled() else (key, derived)
+        self._scan_params_cache = (key, derived) if use_cache else None
         return derived
 
 
@@ -411,7 +413,7 @@ class Vim(SSMBackbone):
         """
         if tuple(grid) == tuple(self.pretrain_grid):
             return self.pos_embed
-        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+        if (torch.is_grad_enabled() and self.pos_embed.requires_grad) or capturing():  # uncached
             return resize_pos_embed(self.pos_embed, self.pretrain_grid, grid, self.with_cls_token)
         key = (tuple(grid), self.pos_embed.dtype, self.pos_embed.device, self.pos_embed.data_ptr(),
                self.pos_embed._version)
