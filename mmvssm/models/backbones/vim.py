@@ -222,6 +222,22 @@ class VimLayer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
+# Official checkpoint layout (the backbone's part: Vim.convert_checkpoint)
+# --------------------------------------------------------------------------------------------------
+def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official Vim classification state dict -> mmpretrain ``ImageClassifier`` keys.
+
+    ``head.{weight,bias}`` -> ``head.fc.*`` (:class:`~mmvssm.models.heads.VimClsHead`), everything else
+    -> ``backbone.*`` (same names as the official model). Raises for a checkpoint that is not a Vim model.
+    """
+    if 'layers.0.mixer.A_b_log' not in state_dict:
+        raise ValueError('not an official Vim checkpoint: no layers.0.mixer.A_b_log key (found e.g. '
+                         f'{sorted(state_dict)[:3]})')
+    return {('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k: v
+            for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------
 @MODELS.register_module()
@@ -274,6 +290,8 @@ class Vim(SSMBackbone):
 
     arch_zoo = ARCH_SETTINGS
     arch_optional = MIXER_DEFAULTS  # a dict arch may override the mixer's hyper-parameters
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('pyramid.', )  # the multi-scale pyramid is not in the ImageNet files
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -508,16 +526,3 @@ class Vim(SSMBackbone):
             state.pop('cls_token', None)
         state['pos_embed'] = grid_pos
         return state
-
-
-def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official Vim classification state dict -> mmpretrain ``ImageClassifier`` keys.
-
-    ``head.{weight,bias}`` -> ``head.fc.*`` (:class:`~mmvssm.models.heads.VimClsHead`), everything else
-    -> ``backbone.*`` (same names as the official model). Raises for a checkpoint that is not a Vim model.
-    """
-    if 'layers.0.mixer.A_b_log' not in state_dict:
-        raise ValueError('not an official Vim checkpoint: no layers.0.mixer.A_b_log key (found e.g. '
-                         f'{sorted(state_dict)[:3]})')
-    return {('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k: v
-            for k, v in state_dict.items()}
