@@ -252,8 +252,6 @@ class EfficientViM(SSMBackbone):
     """
 
     arch_zoo = ARCH_SETTINGS
-    convert_classifier_checkpoint = staticmethod(official_to_classifier)
-    fresh_key_prefixes = ('out_norm', )  # the dense output norms are not in the ImageNet files
 
     def __init__(self,
                  arch: Union[str, dict] = 'm1',
@@ -302,6 +300,10 @@ class EfficientViM(SSMBackbone):
             if self.out_norm and i in self.out_indices:
                 modules.append(getattr(self, f'out_norm{i}'))
         return modules
+
+    # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('out_norm', )  # the dense output norms are not in the ImageNet files
 
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official classifier layout -> ours: drop the fusion-head keys, flatten LayerNorm parameters."""

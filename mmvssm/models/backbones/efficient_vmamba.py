@@ -325,8 +325,6 @@ class EfficientVMamba(SSMBackbone):
         'b': dict(dims=[96, 192, 384, 768], depths=[2, 2, 9, 2]),
     }
     num_evss_stages = 2
-    convert_classifier_checkpoint = staticmethod(official_to_classifier)
-    fresh_key_prefixes = ('outnorm', )  # the dense output norms are not in the ImageNet files
 
     def __init__(self,
                  arch: Union[str, dict] = 't',
@@ -407,6 +405,9 @@ class EfficientVMamba(SSMBackbone):
         return tuple(outs)
 
     # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('outnorm', )  # the dense output norms are not in the ImageNet files
+
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official layout -> ours; the classifier is dropped (outnorms stay freshly initialised)."""
         state = convert_official_state_dict(state_dict)

@@ -290,8 +290,6 @@ class Vim(SSMBackbone):
 
     arch_zoo = ARCH_SETTINGS
     arch_optional = MIXER_DEFAULTS  # a dict arch may override the mixer's hyper-parameters
-    convert_classifier_checkpoint = staticmethod(official_to_classifier)
-    fresh_key_prefixes = ('pyramid.', )  # the multi-scale pyramid is not in the ImageNet files
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -486,6 +484,9 @@ class Vim(SSMBackbone):
         return tuple(outs)
 
     # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('pyramid.', )  # the multi-scale pyramid is not in the ImageNet files
+
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official (or our) Vim state dict -> this backbone.
 
