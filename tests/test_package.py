@@ -116,3 +116,31 @@ else:
     out = run_python(code)
     assert out.returncode == 0, out.stderr
     assert 'scan (1, 4, 5)' in out.stdout
+
+
+def test_utils_know_no_model():
+    # The floors: mmvssm/utils/ (the one loader among them) imports nothing from the floors above and
+    # keys nothing by our model class names; each model plugs its checkpoint layout in from its own file
+    # (convert_checkpoint, convert_classifier_checkpoint, fresh_key_prefixes).
+    import ast
+    import inspect
+    import pathlib
+
+    import mmvssm.utils
+    from mmvssm.models import backbones, heads, necks
+    ours = {name for module in (backbones, backbones.base, heads, necks) for name, obj in vars(module).items()
+            if inspect.isclass(obj) and obj.__module__.startswith('mmvssm.models')}
+    assert {'Vim', 'EfficientViM', 'EfficientVMamba', 'SSMBackbone', 'EfficientViMFPN'} <= ours
+    for path in pathlib.Path(mmvssm.utils.__file__).parent.glob('*.py'):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [('.' * node.level) + (node.module or '')]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                names = []
+            for name in names:
+                assert not name.startswith(('mmvssm.models', 'mmvssm.engine', '..')), (path.name, name)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in ours, (path.name, node.value)

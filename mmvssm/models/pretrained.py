@@ -3,14 +3,30 @@ is shorthand.
 
 Shared by the backbones (:class:`~mmvssm.models.backbones.base.SSMBackbone`) and the heads that load
 official weights, which must not import each other: the ``init_cfg`` routing, and the official key
-layouts that a backbone and its head split between them. Reading and unpacking checkpoint files is
-:mod:`mmvssm.utils.checkpoint`'s job.
+layouts that a backbone, its neck and its head share. Reading, converting (through the models'
+``convert_checkpoint``) and loading checkpoint files is :mod:`mmvssm.utils.checkpoint`'s job.
 """
+from typing import Dict
+
+from torch import Tensor
+
 from mmvssm.utils.checkpoint import pretrained_init_cfg
 
 # Keys of the official EfficientViM classifier that are not part of the backbone: the fusion head
 # (:class:`~mmvssm.models.heads.EfficientViMFusionHead`) owns them, the backbone drops them.
 EFFICIENT_VIM_HEAD_KEY_PREFIXES = ('norm.', 'heads.', 'heads_dist.', 'weights', 'weights_dist')
+
+
+def flatten_norm_params(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official LayerNorm1D/2D keep (1, C, 1)/(1, C, 1, 1) weights; ours
+    (:class:`~mmvssm.models.layers.ChannelLayerNorm`) keep (C,)."""
+    out = {}
+    for key, value in state.items():
+        module, _, name = key.rpartition('.')
+        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
+            value = value.flatten()
+        out[key] = value
+    return out
 
 
 class PretrainedInit:

@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import pickle
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -189,109 +189,18 @@ def safe_mmengine_checkpoint_loading() -> Iterator[None]:
 # mmseg's/mmdet's own tools/test.py; see :func:`install_mmengine_loading`). It
 #
 # 1. strips a DistributedDataParallel ``module.`` prefix (:func:`strip_prefix`, the only prefix stripper),
-# 2. converts official key layouts with the converter registered for each submodule's class
-#    (:data:`CONVERTERS`: our backbones' ``convert_checkpoint``, EfficientViM's detection neck and
-#    fusion head), applied to the keys under that submodule's name,
+# 2. converts official key layouts (:func:`convert_state_dict`) with the hooks the models define beside
+#    themselves: an official classification file entering a whole classifier goes through its backbone's
+#    ``convert_classifier_checkpoint``, and the keys under each submodule that has a
+#    ``convert_checkpoint(local_state)`` method go through that method,
 # 3. loads, and reports restored/expected tensors by name; restoring less than ``min_restored`` of the
 #    expected tensors (or any tensor of another shape, unless ``allow_mismatch``) is an error.
+# This floor knows no model: what each model's files look like lives in its own file.
 DEFAULT_MIN_RESTORED = 0.9
-Converter = Callable[[torch.nn.Module, Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
-CONVERTERS: Dict[str, Converter] = {}
 
 
 class WeightsMismatchError(ValueError):
     """A checkpoint does not fit the model: too few tensors restored, or tensors of another shape."""
-
-
-def register_converter(*class_names: str) -> Callable[[Converter], Converter]:
-    """Register ``fn(module, local_state) -> local_state`` for modules of these classes (or subclasses).
-
-    ``local_state`` holds the checkpoint keys under the module's name, without that prefix.
-    """
-    def register(fn: Converter) -> Converter:
-        for name in class_names:
-            CONVERTERS[name] = fn
-        return fn
-    return register
-
-
-@register_converter('SSMBackbone')
-def _convert_backbone(module: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return module.convert_checkpoint(state)
-
-
-def flatten_norm_params(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Official LayerNorm1D/2D keep (1, C, 1)/(1, C, 1, 1) weights; ours keep (C,)."""
-    out = {}
-    for key, value in state.items():
-        module, _, name = key.rpartition('.')
-        if name in ('weight', 'bias') and 'norm' in module and value.dim() > 1 and value.shape[0] == 1:
-            value = value.flatten()
-        out[key] = value
-    return out
-
-
-@register_converter('EfficientViMFPN')
-def _convert_efficient_vim_fpn(module: torch.nn.Module,
-                               state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Official ``EfficientViTFPN``: pre-norms are ``batch_norm.{i}`` LayerNorm2D (1, C, 1, 1)."""
-    renamed = {('pre_norms.' + k[len('batch_norm.'):]) if k.startswith('batch_norm.') else k: v
-               for k, v in state.items()}
-    return flatten_norm_params(renamed)
-
-
-@register_converter('EfficientViMFusionHead')
-def _convert_fusion_head(module: torch.nn.Module,
-                         state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    from mmvssm.models.backbones.efficient_vim import HEAD_KEY_PREFIXES
-    state = flatten_norm_params({k: v for k, v in state.items() if k.startswith(HEAD_KEY_PREFIXES)})
-    if not getattr(module, 'distillation', True):
-        state = {k: v for k, v in state.items() if not k.startswith(('heads_dist.', 'weights_dist'))}
-    return state
-
-
-def _vim_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    from mmvssm.models.backbones.vim import official_to_classifier
-    return official_to_classifier(state)
-
-
-def _efficient_vim_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    from mmvssm.models.backbones.efficient_vim import HEAD_KEY_PREFIXES
-    if not any(k.startswith('stages.') for k in state):
-        raise ValueError('no `stages.*` keys: this is not an official EfficientViM checkpoint '
-                         f'(first keys: {sorted(state)[:5]})')
-    return {(('head.' if k.startswith(HEAD_KEY_PREFIXES) else 'backbone.') + k): v
-            for k, v in flatten_norm_params(state).items()}
-
-
-def _efficient_vmamba_classifier(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``EfficientVSSM``: ``classifier.norm`` -> ``backbone.outnorm{last}``, ``classifier.head`` -> ``head.fc``."""
-    import re
-    from mmvssm.models.backbones.efficient_vmamba import convert_official_state_dict
-    state = convert_official_state_dict(strip_prefix(state, 'module.', only_if_all=True))
-    stages = {int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m}
-    if not stages or 'patch_embed.proj.weight' not in state:
-        raise ValueError('not an EfficientVMamba checkpoint: no patch_embed/layers keys (found e.g. '
-                         f'{sorted(state)[:3]})')
-    renames = {'classifier.norm.': f'backbone.outnorm{max(stages)}.', 'classifier.head.': 'head.fc.'}
-    converted = {}
-    for key, value in state.items():
-        prefix = next((p for p in renames if key.startswith(p)), None)
-        converted[renames[prefix] + key[len(prefix):] if prefix else 'backbone.' + key] = value
-    return converted
-
-
-# Official classification files (no ``backbone.`` prefix) -> mmpretrain ``ImageClassifier`` keys, by
-# backbone class; used when such a file enters a whole model, and by tools/model_converters.
-CLASSIFIER_CONVERTERS: Dict[str, Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = {
-    'Vim': _vim_classifier, 'EfficientViM': _efficient_vim_classifier,
-    'EfficientVMamba': _efficient_vmamba_classifier}
-
-
-# Layers a dense backbone adds to its classification layout: a pretrained (ImageNet) file has none, so
-# :func:`load_pretrained` initialises them fresh and reports them apart from the expected tensors.
-DENSE_ADDITIONS: Dict[str, Tuple[str, ...]] = {
-    'Vim': ('pyramid.', ), 'EfficientVMamba': ('outnorm', ), 'EfficientViM': ('out_norm', )}
 
 
 def strip_prefix(state: Dict[str, torch.Tensor], prefix: str,
@@ -315,34 +224,36 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _converter_for(module: torch.nn.Module) -> Optional[Converter]:
-    for cls in type(module).__mro__:
-        if cls.__name__ in CONVERTERS and cls.__module__.startswith('mmvssm.'):
-            return CONVERTERS[cls.__name__]
-    return None
-
-
 def convert_state_dict(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Convert the keys under each submodule that has a registered converter (outermost first)."""
+    """Convert ``state`` (keys relative to ``model``) from official layouts to the model's own.
+
+    * ``model.backbone.convert_classifier_checkpoint(state)``, when the backbone has that hook and no key
+      is already in the model's layout (no ``backbone.*`` key, none of the model's own names): an
+      official classification file entering a whole classifier (e.g. ``load_from`` of a classifier
+      config) becomes ``backbone.*``/``head.*`` keys.
+    * ``module.convert_checkpoint(local_state)`` for each submodule that has the method (outermost first;
+      the keys under a converted module are not converted again by its children), applied to the keys
+      under that submodule's name, without that prefix.
+    """
     state = dict(state)
     backbone = getattr(model, 'backbone', None)
+    to_classifier = getattr(backbone, 'convert_classifier_checkpoint', None)
     own = model.state_dict()
-    if (isinstance(backbone, torch.nn.Module) and type(backbone).__name__ in CLASSIFIER_CONVERTERS
+    if (isinstance(backbone, torch.nn.Module) and callable(to_classifier)
             and not any(k.startswith('backbone.') or k in own for k in state)):
-        # an official classification file entering a whole model (e.g. load_from of a classifier config)
-        state = CLASSIFIER_CONVERTERS[type(backbone).__name__](state)
+        state = to_classifier(state)
     converted_prefixes: list = []
     for name, module in model.named_modules():
-        converter = _converter_for(module)
+        convert = getattr(module, 'convert_checkpoint', None)
         prefix = name + '.' if name else ''
-        if converter is None or any(prefix.startswith(p) for p in converted_prefixes):
+        if not callable(convert) or any(prefix.startswith(p) for p in converted_prefixes):
             continue
         local = strip_prefix(state, prefix)
         if not local:
             continue
         converted_prefixes.append(prefix)
         state = {k: v for k, v in state.items() if not k.startswith(prefix)}
-        state.update({prefix + k: v for k, v in converter(module, local).items()})
+        state.update({prefix + k: v for k, v in convert(local).items()})
     return state
 
 
@@ -438,8 +349,9 @@ def load_pretrained(module: torch.nn.Module, path: str, prefix: Optional[str] = 
         state = strip_prefix(state, prefix)
         if not state:
             raise WeightsMismatchError(f'{path!r} has no tensors under the prefix {prefix!r}')
-    fresh = next((DENSE_ADDITIONS[c.__name__] for c in type(_unwrap(module)).__mro__
-                  if c.__name__ in DENSE_ADDITIONS), ())
+    # layers a dense backbone adds to its classification layout (its ``fresh_key_prefixes``): an ImageNet
+    # file has none, so they start fresh and are reported apart from the expected tensors
+    fresh = tuple(getattr(_unwrap(module), 'fresh_key_prefixes', ()))
     return load_weights(module, state, source=path, min_restored=min_restored,
                         default_prefix=default_prefix, fresh=fresh)
 

@@ -13,8 +13,8 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from mmvssm.utils.checkpoint import (CLASSIFIER_CONVERTERS, atomic_save,  # noqa: E402
-                                     extract_state_dict, load_checkpoint_file)
+from mmvssm.models.backbones.efficient_vim import official_to_classifier  # noqa: E402
+from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file  # noqa: E402
 
 
 def convert(checkpoint: dict, use_ema: bool = False) -> dict:
@@ -23,7 +23,7 @@ def convert(checkpoint: dict, use_ema: bool = False) -> dict:
         raise ValueError('--ema given but the checkpoint has no `model_ema` entry '
                          f'(it has {sorted(checkpoint)[:10]})')
     state = extract_state_dict(checkpoint, prefer='model_ema' if use_ema else 'model')
-    converted = CLASSIFIER_CONVERTERS['EfficientViM'](state)
+    converted = official_to_classifier(state)
     return {'state_dict': converted,
             'meta': {'source': 'mlvlab/EfficientViM', 'weights': 'model_ema' if use_ema else 'model',
                      'distilled': any(k.startswith('heads_dist.') for k in state)}}

@@ -17,13 +17,13 @@ from typing import Dict, List, Optional
 
 from torch import Tensor
 
-from mmvssm.utils.checkpoint import (CLASSIFIER_CONVERTERS, atomic_save, extract_state_dict,
-                                     load_checkpoint_file)
+from mmvssm.models.backbones.efficient_vmamba import official_to_classifier
+from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file
 
 
 def convert(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Official keys -> mmvssm model keys (``backbone.*`` and, for classifiers, ``head.fc.*``)."""
-    return CLASSIFIER_CONVERTERS['EfficientVMamba'](state_dict)
+    return official_to_classifier(state_dict)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from mmvssm.utils.checkpoint import (CLASSIFIER_CONVERTERS, atomic_save,  # noqa: E402
-                                     extract_state_dict, load_checkpoint_file)
+from mmvssm.models.backbones.vim import official_to_classifier  # noqa: E402
+from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,7 +33,7 @@ def main() -> None:
     if args.ema and not (isinstance(ckpt, dict) and 'model_ema' in ckpt):
         raise SystemExit(f'{args.src} has no `model_ema` entry; run without --ema')
     state = extract_state_dict(ckpt, prefer='model_ema' if args.ema else 'model')
-    converted = CLASSIFIER_CONVERTERS['Vim'](state)
+    converted = official_to_classifier(state)
     meta = dict(source=osp.basename(args.src), converter='vim2mmvssm', ema=args.ema)
     atomic_save(dict(state_dict=converted, meta=meta), args.dst)
     print(f'wrote {len(converted)} tensors to {args.dst}')

@@ -1,6 +1,6 @@
 """The backbone contract: what every mmvssm backbone accepts and guarantees (:class:`SSMBackbone`)."""
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -47,7 +47,9 @@ class SSMBackbone(PretrainedInit, BaseModule):
 
     Subclasses set ``arch_zoo`` (and ``arch_optional``), implement :meth:`frozen_modules` (what
     ``frozen_stages`` freezes) and, if the official checkpoints use another key layout,
-    :meth:`convert_checkpoint`; their ``__init__`` ends with ``self._freeze_stages()``.
+    :meth:`convert_checkpoint` (and ``convert_classifier_checkpoint`` for the official classification
+    files, ``fresh_key_prefixes`` for the layers a dense backbone adds to them); their ``__init__`` ends
+    with ``self._freeze_stages()``.
 
     Args:
         frozen_stages: stages to freeze (-1: none).
@@ -60,6 +62,15 @@ class SSMBackbone(PretrainedInit, BaseModule):
     arch_zoo: Dict[str, dict] = {}
     # arch keys a dict may add to the required ones (with their defaults); set by subclasses that have any
     arch_optional: Dict[str, object] = {}
+    # Official classification state dict (keys as the official model, no ``backbone.`` prefix) ->
+    # mmpretrain ``ImageClassifier`` keys (``backbone.*``, ``head.*``): used when such a file enters a whole
+    # classifier (``load_from``, tools/test.py) and by tools/model_converters. Set by subclasses to the
+    # function beside the model (``staticmethod(official_to_classifier)``); None: no official classifier.
+    convert_classifier_checkpoint: Optional[Callable[[Dict[str, torch.Tensor]], dict]] = None
+    # Key prefixes of the layers a dense backbone adds to its official classification layout (output norms,
+    # pyramid): an ImageNet file has none, so ``load_pretrained`` initialises them fresh and reports them
+    # apart from the expected tensors.
+    fresh_key_prefixes: Tuple[str, ...] = ()
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False,
                  init_cfg: Optional[dict] = None, pretrained: Optional[str] = None) -> None:

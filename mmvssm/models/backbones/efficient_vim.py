@@ -20,10 +20,9 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from mmvssm.utils.checkpoint import flatten_norm_params
 from ..layers import ChannelLayerNorm, SqueezeExcite, make_divisible, run_block
-# re-exported: the checkpoint converters import it from here
 from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES as HEAD_KEY_PREFIXES
+from ..pretrained import flatten_norm_params
 from .base import SSMBackbone, check_images
 
 # Official register functions of classification/models/EfficientViM.py (mlp_ratio 4, ssd_expand 1).
@@ -202,6 +201,26 @@ def _check_arch(settings: dict) -> None:
                          f'C/2), got {settings["embed_dims"][0]}')
 
 
+def convert_official_backbone(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Backbone weights of an official EfficientViM classifier (or detection/segmentation) state dict."""
+    backbone = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_KEY_PREFIXES)}
+    return flatten_norm_params(backbone)
+
+
+def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official EfficientViM classification state dict -> mmpretrain ``ImageClassifier`` keys.
+
+    The fusion-head keys (``norm.*``, ``heads*``, ``weights*``) -> ``head.*``
+    (:class:`~mmvssm.models.heads.EfficientViMFusionHead`), everything else -> ``backbone.*``; LayerNorm
+    parameters flattened. Raises for a checkpoint that is not an EfficientViM model.
+    """
+    if not any(k.startswith('stages.') for k in state_dict):
+        raise ValueError('no `stages.*` keys: this is not an official EfficientViM checkpoint '
+                         f'(first keys: {sorted(state_dict)[:5]})')
+    return {(('head.' if k.startswith(HEAD_KEY_PREFIXES) else 'backbone.') + k): v
+            for k, v in flatten_norm_params(state_dict).items()}
+
+
 @MODELS.register_module()
 class EfficientViM(SSMBackbone):
     """EfficientViM backbone for classification and dense prediction.
@@ -282,6 +301,10 @@ class EfficientViM(SSMBackbone):
                 modules.append(getattr(self, f'out_norm{i}'))
         return modules
 
+    # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('out_norm', )  # the dense output norms are not in the ImageNet files
+
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official classifier layout -> ours: drop the fusion-head keys, flatten LayerNorm parameters."""
         return convert_official_backbone(state_dict)
@@ -305,9 +328,3 @@ class EfficientViM(SSMBackbone):
         if self.return_hidden_states:
             return tuple(outs), tuple(hidden_states)
         return tuple(outs)
-
-
-def convert_official_backbone(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Backbone weights of an official EfficientViM classifier (or detection/segmentation) state dict."""
-    backbone = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_KEY_PREFIXES)}
-    return flatten_norm_params(backbone)

@@ -276,6 +276,26 @@ def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tens
     return converted
 
 
+def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official ``EfficientVSSM`` classification state dict -> mmpretrain ``ImageClassifier`` keys.
+
+    ``classifier.norm`` -> ``backbone.outnorm{last}``, ``classifier.head`` -> ``head.fc``, everything else
+    -> ``backbone.*`` in our layout (a dense ``Backbone_EfficientVSSM`` file becomes a backbone
+    checkpoint). Raises for a checkpoint that is not an EfficientVMamba model.
+    """
+    state = convert_official_state_dict(state_dict)
+    stages = {int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, state) if m}
+    if not stages or 'patch_embed.proj.weight' not in state:
+        raise ValueError('not an EfficientVMamba checkpoint: no patch_embed/layers keys (found e.g. '
+                         f'{sorted(state)[:3]})')
+    renames = {'classifier.norm.': f'backbone.outnorm{max(stages)}.', 'classifier.head.': 'head.fc.'}
+    converted = {}
+    for key, value in state.items():
+        prefix = next((p for p in renames if key.startswith(p)), None)
+        converted[renames[prefix] + key[len(prefix):] if prefix else 'backbone.' + key] = value
+    return converted
+
+
 # --------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------
@@ -385,6 +405,9 @@ class EfficientVMamba(SSMBackbone):
         return tuple(outs)
 
     # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('outnorm', )  # the dense output norms are not in the ImageNet files
+
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official layout -> ours; the classifier is dropped (outnorms stay freshly initialised)."""
         state = convert_official_state_dict(state_dict)

@@ -224,6 +224,22 @@ class VimLayer(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
+# Official checkpoint layout (the backbone's part: Vim.convert_checkpoint)
+# --------------------------------------------------------------------------------------------------
+def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official Vim classification state dict -> mmpretrain ``ImageClassifier`` keys.
+
+    ``head.{weight,bias}`` -> ``head.fc.*`` (:class:`~mmvssm.models.heads.VimClsHead`), everything else
+    -> ``backbone.*`` (same names as the official model). Raises for a checkpoint that is not a Vim model.
+    """
+    if 'layers.0.mixer.A_b_log' not in state_dict:
+        raise ValueError('not an official Vim checkpoint: no layers.0.mixer.A_b_log key (found e.g. '
+                         f'{sorted(state_dict)[:3]})')
+    return {('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k: v
+            for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------
 @MODELS.register_module()
@@ -470,6 +486,9 @@ class Vim(SSMBackbone):
         return tuple(outs)
 
     # ------------------------------------------------------------------ checkpoints
+    convert_classifier_checkpoint = staticmethod(official_to_classifier)
+    fresh_key_prefixes = ('pyramid.', )  # the multi-scale pyramid is not in the ImageNet files
+
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official (or our) Vim state dict -> this backbone.
 
@@ -510,16 +529,3 @@ class Vim(SSMBackbone):
             state.pop('cls_token', None)
         state['pos_embed'] = grid_pos
         return state
-
-
-def official_to_classifier(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official Vim classification state dict -> mmpretrain ``ImageClassifier`` keys.
-
-    ``head.{weight,bias}`` -> ``head.fc.*`` (:class:`~mmvssm.models.heads.VimClsHead`), everything else
-    -> ``backbone.*`` (same names as the official model). Raises for a checkpoint that is not a Vim model.
-    """
-    if 'layers.0.mixer.A_b_log' not in state_dict:
-        raise ValueError('not an official Vim checkpoint: no layers.0.mixer.A_b_log key (found e.g. '
-                         f'{sorted(state_dict)[:3]})')
-    return {('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k: v
-            for k, v in state_dict.items()}

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from mmvssm.utils.checkpoint import load_pretrained
 from ..layers import ChannelLayerNorm
-from ..pretrained import PretrainedInit
+from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES, PretrainedInit, flatten_norm_params
 
 
 @MODELS.register_module()
@@ -102,6 +102,16 @@ class EfficientViMFusionHead(PretrainedInit, ClsHead):
                 'this head does not have; train with distillation=False (the distilled heads are for '
                 'evaluating/fine-tuning official *_dist checkpoints)')
         return super().loss(feats, data_samples, **kwargs)
+
+    def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Official classifier layout -> this head: its keys (``norm.*``, ``heads*``, ``weights*``) with
+        flattened LayerNorm parameters; the distillation heads are dropped when this head has none.
+        Called on the keys under this head's name (:mod:`mmvssm.utils.checkpoint`)."""
+        state = flatten_norm_params({k: v for k, v in state_dict.items()
+                                     if k.startswith(EFFICIENT_VIM_HEAD_KEY_PREFIXES)})
+        if not self.distillation:
+            state = {k: v for k, v in state.items() if not k.startswith(('heads_dist.', 'weights_dist'))}
+        return state
 
     def load_pretrained(self, path: str) -> Dict[str, list]:
         """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one

@@ -9,7 +9,7 @@ class ChannelLayerNorm(nn.Module):
     Works on (B, C, L) token maps and (B, C, H, W) feature maps alike: each position is normalised over
     its C channels (biased variance). One class for what the official EfficientViM code calls
     ``LayerNorm1D`` and ``LayerNorm2D``; its parameters are stored flat, (C,), where the official ones are
-    (1, C, 1) / (1, C, 1, 1) (see :func:`mmvssm.utils.checkpoint.flatten_norm_params`).
+    (1, C, 1) / (1, C, 1, 1) (see :func:`mmvssm.models.pretrained.flatten_norm_params`).
 
     Args:
         num_channels: C.

@@ -9,7 +9,7 @@ finest lateral, each followed by a 3x3 conv. With the official settings:
 * RetinaNet: ``num_extra_trans_convs=1``, ``add_extra_convs='on_input'``, ``num_outs=5`` ->
   strides (8, 16, 32, 64, 128), the last level a stride-2 conv on the (normalised) stage-2 map.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
@@ -18,6 +18,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..layers import ChannelLayerNorm
+from ..pretrained import flatten_norm_params
 
 
 @MODELS.register_module()
@@ -115,6 +116,14 @@ class EfficientViMFPN(BaseModule):
                  norm_cfg: Optional[dict], act_cfg: Optional[dict]) -> ConvModule:
         return ConvModule(in_channels, out_channels, 3, stride=stride, padding=1, conv_cfg=conv_cfg,
                           norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False)
+
+    def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Official ``EfficientViTFPN`` layout -> ours: the pre-norms are ``batch_norm.{i}`` LayerNorm2D
+        with (1, C, 1, 1) parameters, ours ``pre_norms.{i}`` with (C,). Called on the keys under this
+        neck's name whenever weights enter a model holding it (:mod:`mmvssm.utils.checkpoint`)."""
+        renamed = {('pre_norms.' + k[len('batch_norm.'):]) if k.startswith('batch_norm.') else k: v
+                   for k, v in state_dict.items()}
+        return flatten_norm_params(renamed)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         """Args: inputs, one (B, in_channels[i], H_i, W_i) map per backbone level.
