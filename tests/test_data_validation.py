@@ -1,6 +1,7 @@
 """Bad data fails at load with the file named, in every run of our configs (``ValidateData``, a custom
-hook of our runtime bases and plug-in examples), and good data trains through the checks. That every seg/det config lists the hook is asserted where the
-configs are loaded anyway: tests/test_configs.py, tests/test_plugin_toolboxes.py.
+hook of our runtime bases and plug-in examples), and good data trains through the checks. That every
+seg/det config lists the hook is asserted where the configs are loaded anyway: tests/test_configs.py,
+tests/test_plugin_toolboxes.py.
 
 The training runs go through tools/train.py on the generated tiny sample (Vim at 32 channels x 4 layers,
 a few iterations), with one data-loading worker: mmengine's IterBasedTrainLoop starts its workers before
@@ -22,24 +23,16 @@ from mmengine.runner import Runner
 from PIL import Image
 
 from conftest import NO_VAL, TINY_CONFIGS
+from test_e2e_seg import FAST, schedule
 
 from mmvssm.datasets.validation import (KNOWN_COCO_DEFECTS, DataError, ValidateBoxes, ValidateData,
                                         ValidateImage, ValidateSegMap, check_coco_file)
 
 SEG_CONFIG = osp.join(TINY_CONFIGS, 'upernet_vim_tiny_tiny-ade.py')
 DET_CONFIG = osp.join(TINY_CONFIGS, 'mask_rcnn_vim_tiny_tiny-coco.py')
-# as tests/test_e2e_seg.py: seconds per run on a CPU
-FAST_SEG = [
-    'model.backbone.arch.embed_dims=32', 'model.backbone.arch.depth=4', 'model.backbone.img_size=64',
-    'model.backbone.out_indices=(0,1,2,3)', 'model.decode_head.in_channels=[32,32,32,32]',
-    'model.auxiliary_head.in_channels=32', 'model.decode_head.channels=16',
-    'model.auxiliary_head.channels=16', 'model.data_preprocessor.size=(64,64)',
-    'train_dataloader.batch_size=2', 'train_dataloader.dataset.pipeline.2.scale=(128,64)',
-    'train_dataloader.dataset.pipeline.3.crop_size=(64,64)', 'param_scheduler.0.end=2',
-    'param_scheduler.1.begin=2', 'param_scheduler.1.end=4', 'train_cfg.max_iters=4',
-    'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4',
-    'train_dataloader.num_workers=1', 'train_dataloader.persistent_workers=True', *NO_VAL,
-]
+# Vim at 32 channels x 4 layers (tests/test_e2e_seg.py), 4 iterations of 2 images: every training image
+FAST_SEG = [*FAST, *schedule(4, 4), 'train_dataloader.num_workers=1',
+            'train_dataloader.persistent_workers=True', *NO_VAL]
 
 
 def _logger():
@@ -189,3 +182,43 @@ def test_transform_level_checks():
         ValidateBoxes()(dict(gt_bboxes=boxes, img_path='000042.jpg', xml_path='000042.xml'))
     ValidateBoxes()(dict(gt_bboxes=np.zeros((0, 4), np.float32), img_path='empty.jpg'))
 
+
+
+def _check_on_rank(rank: int, init_file: str, ann_file: str, results) -> None:
+    import torch.distributed as torch_dist
+    from mmdet.datasets import CocoDataset
+    torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+    try:
+        dataset = CocoDataset(ann_file=ann_file, pipeline=[], lazy_init=True)
+        ValidateData()._check_annotation_file(dataset, _logger())
+        results.put((rank, 'passed'))
+    except DataError as error:
+        results.put((rank, str(error)))
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_distributed_ranks_all_raise_what_rank_0_found(coco_copy, tmp_path):
+    """Rank 0 reads the file; every rank raises its error (none waits at a collective that never comes)."""
+    import multiprocessing
+    ann_file = osp.join(coco_copy, 'annotations', 'instances_val2017.json')
+    data = json.load(open(ann_file))
+    data['annotations'][0]['bbox'] = [1.0, 2.0, float('nan'), 3.0]
+    with open(ann_file, 'w') as f:
+        json.dump(data, f)
+    context = multiprocessing.get_context('fork')
+    results = context.Queue()
+    ranks = [context.Process(target=_check_on_rank, args=(rank, str(tmp_path / 'init'), ann_file, results),
+                             daemon=True) for rank in range(2)]
+    for process in ranks:
+        process.start()
+    try:
+        outcome = dict(results.get(timeout=60) for _ in ranks)
+    finally:
+        for process in ranks:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    assert sorted(outcome) == [0, 1]
+    for message in outcome.values():
+        assert 'instances_val2017.json: 1 bad annotation' in message and 'is not 4 finite numbers' in message

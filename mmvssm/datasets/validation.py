@@ -113,7 +113,8 @@ class ValidateBoxes(BaseTransform):
         array = np.asarray(boxes.tensor if hasattr(boxes, 'tensor') else boxes, dtype=np.float64)
         array = array.reshape(-1, 4)
         with np.errstate(invalid='ignore'):
-            bad_rows = ~np.isfinite(array).all(axis=1) | (array[:, 2] <= array[:, 0]) | (array[:, 3] <= array[:, 1])
+            bad_rows = (~np.isfinite(array).all(axis=1) | (array[:, 2] <= array[:, 0])
+                        | (array[:, 3] <= array[:, 1]))
         bad = np.flatnonzero(bad_rows).tolist()
         if bad:
             raise DataError(f'{_where(results, "xml_path", "ann_path")}: boxes {bad[:10]} are degenerate or '
@@ -141,7 +142,8 @@ def check_coco_file(path: str, accept: Iterable[int] = ()) -> List[str]:
     accepted: List[str] = []
     for ann in data.get('annotations', []):
         box = ann.get('bbox')
-        where = f"annotation id {ann.get('id')} (image {images.get(ann.get('image_id'), ann.get('image_id'))})"
+        image = images.get(ann.get('image_id'), ann.get('image_id'))
+        where = f"annotation id {ann.get('id')} (image {image})"
         found = []
         if not isinstance(box, list) or len(box) != 4 or not all(
                 isinstance(v, (int, float)) and math.isfinite(v) for v in box):
@@ -304,8 +306,9 @@ class ValidateData(Hook):
             self._check_annotation_file(dataset, logger)
             checks = [repr(t) for t in getattr(getattr(dataset, 'pipeline', None), 'transforms', [])
                       if type(t) in (ValidateImage, ValidateSegMap, ValidateBoxes)]
-            logger.info(f'ValidateData: {type(dataset).__name__} '
-                        f'({getattr(dataset, "data_root", "") or ""}) loads through {", ".join(checks) or "no checks"}')
+            root = getattr(dataset, 'data_root', '') or ''
+            logger.info(f'ValidateData: {type(dataset).__name__} ({root}) loads through '
+                        f'{", ".join(checks) or "no checks"}')
         if fresh:
             restarted = _restart_started_workers(loop)
             if restarted:
