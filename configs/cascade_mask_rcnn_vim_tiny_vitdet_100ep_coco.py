@@ -12,6 +12,8 @@ _base_ = [
 # the RoI head of detectron2's cascade (one mask head, gradient scaling) needs mmdet: imported here only
 custom_imports = dict(imports=['mmvssm', 'mmvssm.models.heads.vitdet_cascade_roi_head'],
                       allow_failed_imports=False)
+# mmdet's runtime (through lsj-100e_coco-instance.py), not ours: the data checks are listed here
+custom_hooks = [dict(type='ValidateData')]
 embed_dims = 192
 pretrained = None  # an official ImageNet Vim checkpoint (class token and its pos entry are dropped)
 image_size = (1024, 1024)

@@ -23,6 +23,8 @@ def test_config_builds(name):
     cfg = load_config(name)
     assert cfg.default_scope in ('mmseg', 'mmdet', 'mmpretrain'), name
     assert 'mmvssm' in cfg.custom_imports['imports']
+    if cfg.default_scope in ('mmseg', 'mmdet'):  # bad data is an error naming the file (ValidateData)
+        assert dict(type='ValidateData') in cfg.get('custom_hooks', []), name
     model = build_model(cfg.model, cfg.default_scope, init_weights=False)
     assert isinstance(model.backbone, SSMBackbone)
     assert getattr(model, 'pretrained', None) is None  # weights come through the backbone's init_cfg

@@ -95,6 +95,7 @@ def tiny_config(name: str, work_dir: str, **extra) -> Config:
     scope, overrides = CASES[name]
     cfg = Config.fromfile(osp.join(PLUGINS, name))
     assert cfg.default_scope == scope  # from their default_runtime.py, not ours
+    assert dict(type='ValidateData') in cfg.custom_hooks  # their runner runs our data checks
     cfg.merge_from_dict({**(SEG_DATA if scope == 'mmseg' else DET_DATA), **NO_EVAL, **overrides, **extra})
     cfg.launcher = 'none'
     cfg.work_dir = work_dir
@@ -239,7 +240,7 @@ def test_readme_recipe_builds_and_is_wired_right(tmp_path):
     path.write_text(snippet)
     cfg = Config.fromfile(str(path))
     cfg.merge_from_dict({'model.backbone.init_cfg': None})
-    assert cfg.custom_hooks == [dict(type='NeckWiringCheckHook')]
+    assert cfg.custom_hooks == [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
     model = build_like_tools(cfg)
     assert type(model.backbone).__name__ == 'Vim' and model.backbone.embed_dims == 384
     assert check_neck_wiring(model, input_size=64) == [(384, 4), (384, 8), (384, 16), (384, 32)]

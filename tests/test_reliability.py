@@ -4,7 +4,6 @@ used, tools/test.py refuses weights that do not fit, bad data and bad hyper-para
 The checkpoint tests train a two-parameter mmengine model with mmengine's own Runner and CheckpointHook
 inside :func:`crash_safe_checkpoints` (as tools/train.py does), so they take a second each.
 """
-import json
 import os
 import re
 import shutil
@@ -15,17 +14,13 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 import torch
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from PIL import Image
 
 from conftest import TINY_CONFIGS
 
-from mmvssm.datasets.validation import (DataError, ValidateBoxes, ValidateCocoAnnotations, ValidateImage,
-                                        ValidateSegMap, check_coco_file)
 from mmvssm.engine.checkpoint_io import crash_safe_checkpoints, find_resumable_checkpoint
 from mmvssm.utils import checkpoint as checkpoint_utils
 
@@ -180,73 +175,7 @@ def test_tools_test_refuses_weights_that_do_not_fit(in_workspace, tools, tmp_pat
     assert 'mIoU' in metrics
 
 
-# ---------------------------------------------------------------- bad data fails at load, naming the file
-def _ade_dataset(root: str, extra_transform: dict):
-    from mmengine.config import Config
-    from mmseg.registry import DATASETS
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    cfg = Config.fromfile(SEG_CONFIG).val_dataloader.dataset
-    cfg.data_root = root
-    pipeline = list(cfg.pipeline)
-    at = next(i for i, t in enumerate(pipeline) if t['type'] == 'LoadAnnotations') + 1
-    cfg.pipeline = pipeline[:at] + [extra_transform] + pipeline[at:]
-    return DATASETS.build(cfg)
-
-
-def test_out_of_range_label_is_named(broken_ade):
-    labels = osp.join(broken_ade, 'annotations', 'validation')
-    bad = sorted(os.listdir(labels))[0]
-    seg = np.array(Image.open(osp.join(labels, bad)))
-    seg[0, 0] = 200  # after reduce_zero_label: 199, outside the 150 classes
-    Image.fromarray(seg).save(osp.join(labels, bad))
-    dataset = _ade_dataset(broken_ade, dict(type='ValidateSegMap', num_classes=150))
-    with pytest.raises(DataError, match=rf'{bad}: label values \[199\] are outside 0..149'):
-        for i in range(len(dataset)):
-            dataset[i]
-    # the unmodified ones pass; 0 (ignore after reduce_zero_label) is not an error
-    ValidateSegMap(num_classes=150)(dict(gt_seg_map=np.array([[0, 149, 255]]), seg_map_path='x.png'))
-
-
-def test_non_finite_pixels_and_degenerate_boxes_are_named():
-    img = np.zeros((4, 4, 3), dtype=np.float32)
-    img[1, 2, 0] = np.nan
-    with pytest.raises(DataError, match='scan_17.tif: 1 non-finite pixel'):
-        ValidateImage()(dict(img=img, img_path='scan_17.tif'))
-    ValidateImage()(dict(img=np.zeros((4, 4, 3), np.uint8), img_path='ok.jpg'))
-    boxes = np.array([[0, 0, 5, 5], [10, 2, 4, 8]], dtype=np.float32)  # second: negative width
-    with pytest.raises(DataError, match=r'000000042.jpg: boxes \[1\] are degenerate'):
-        ValidateBoxes()(dict(gt_bboxes=boxes, img_path='000000042.jpg'))
-
-
-def test_degenerate_coco_box_is_named_before_training(in_workspace, tmp_path):
-    ann_file = osp.join(in_workspace, 'data', 'tiny', 'coco', 'annotations', 'instances_train2017.json')
-    data = json.load(open(ann_file))
-    check_coco_file(ann_file)  # the generated sample is clean
-    data['annotations'][1]['bbox'][2] = -3.0
-    bad_file = tmp_path / 'instances_bad.json'
-    bad_file.write_text(json.dumps(data))
-    ann_id = data['annotations'][1]['id']
-    with pytest.raises(DataError, match=rf'instances_bad.json: 1 bad annotation.*annotation id {ann_id} '
-                                        r'.*width/height <= 0'):
-        check_coco_file(str(bad_file))
-    # through the hook, on the dataloader a run builds
-    from mmengine.config import Config
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(DET_CONFIG).train_dataloader
-    cfg.dataset.ann_file = str(bad_file)
-    cfg.dataset.data_root = osp.join(in_workspace, 'data', 'tiny', 'coco')
-    loader = Runner.build_dataloader(cfg)
-    with pytest.raises(DataError, match='instances_bad.json'):
-        ValidateCocoAnnotations()._check(loader)
-
-
-@pytest.fixture
-def broken_ade(in_workspace, tmp_path) -> str:
-    root = str(tmp_path / 'ade')
-    shutil.copytree(osp.join(in_workspace, 'data', 'tiny', 'ade'), root)
-    return root
+# bad data fails at load, naming the file: tests/test_data_validation.py
 
 
 # ---------------------------------------------------------------- hyper-parameters

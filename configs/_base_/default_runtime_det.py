@@ -1,4 +1,7 @@
-# mmdet's runtime, plus importing mmvssm (the backbones) and keeping the last 3 checkpoints.
+# mmdet's runtime, plus importing mmvssm (the backbones), keeping the last 3 checkpoints, and ValidateData
+# (mmvssm.datasets): degenerate boxes and non-finite pixels are errors naming the file.
+# A config that sets `custom_hooks` replaces this list: keep ValidateData in it.
 _base_ = ['mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
 default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+custom_hooks = [dict(type='ValidateData')]

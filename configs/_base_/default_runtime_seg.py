@@ -1,3 +1,6 @@
-# mmseg's runtime, plus what every mmvssm segmentation config needs: importing mmvssm (the backbones).
+# mmseg's runtime, plus what every mmvssm segmentation config needs: importing mmvssm (the backbones), and
+# ValidateData (mmvssm.datasets): out-of-range labels and non-finite pixels are errors naming the file.
+# A config that sets `custom_hooks` replaces this list: keep ValidateData in it.
 _base_ = ['mmseg::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+custom_hooks = [dict(type='ValidateData')]

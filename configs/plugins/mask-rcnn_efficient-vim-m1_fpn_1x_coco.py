@@ -28,7 +28,7 @@ model = dict(
         start_level=0,
         num_extra_trans_convs=2,
         pre_norm=True))
-custom_hooks = [dict(type='NeckWiringCheckHook')]
+custom_hooks = [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -18,7 +18,7 @@ model = dict(
         # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/efficient_vmamba_tiny.ckpt'),
     ),
     neck=dict(in_channels=dims))
-custom_hooks = [dict(type='NeckWiringCheckHook')]
+custom_hooks = [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

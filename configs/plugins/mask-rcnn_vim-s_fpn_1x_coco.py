@@ -2,7 +2,8 @@
 # swapped in for ResNet-50. Vim returns its layers (5, 11, 17, 23) through its own feature pyramid at
 # strides 4/8/16/32, the strides mmdet's FPN, anchors and RoI extractors assume, so only the FPN's
 # `in_channels` changes (Vim-Small width 384 where ResNet gives 256..2048). `NeckWiringCheckHook` (from
-# mmvssm) stops the run before the first iteration, naming the fix, if channels or strides disagree.
+# mmvssm) stops the run before the first iteration, naming the fix, if channels or strides disagree;
+# `ValidateData` (from mmvssm) makes degenerate boxes and non-finite pixels errors naming the file.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', 'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py'
@@ -22,7 +23,7 @@ model = dict(
         # init_cfg=dict(type='Pretrained', checkpoint='checkpoints/vim_s_midclstok_80p5acc.pth'),
     ),
     neck=dict(in_channels=[embed_dims] * 4))
-custom_hooks = [dict(type='NeckWiringCheckHook')]
+custom_hooks = [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -24,7 +24,7 @@ model = dict(
     neck=None,
     decode_head=dict(in_channels=dims, in_index=[0, 1, 2], num_classes=150),
     auxiliary_head=dict(in_channels=dims[1], in_index=1, num_classes=150))
-custom_hooks = [dict(type='NeckWiringCheckHook')]
+custom_hooks = [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -11,7 +11,9 @@
 #   * `data_preprocessor.size=crop_size`: mmseg's model base sets neither `size` nor `size_divisor` and
 #     mmseg's training batches need exactly one of them;
 #   * `NeckWiringCheckHook` (from mmvssm): before the first iteration it runs the backbone once and stops
-#     the run with the fix if the neck/heads do not match the backbone's channels and strides.
+#     the run with the fix if the neck/heads do not match the backbone's channels and strides;
+#   * `ValidateData` (from mmvssm): out-of-range labels and non-finite pixels stop the run naming the file
+#     (mmseg would leave such labels out of the loss and mIoU silently).
 _base_ = [
     'mmseg::_base_/models/upernet_vit-b16_ln_mln.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
@@ -37,7 +39,7 @@ model = dict(
     neck=dict(in_channels=[embed_dims] * 4, out_channels=embed_dims),
     decode_head=dict(in_channels=[embed_dims] * 4, num_classes=150),
     auxiliary_head=dict(in_channels=embed_dims, num_classes=150))
-custom_hooks = [dict(type='NeckWiringCheckHook')]
+custom_hooks = [dict(type='NeckWiringCheckHook'), dict(type='ValidateData')]
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
