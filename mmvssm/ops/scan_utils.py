@@ -97,7 +97,8 @@ def conv1d_silu_in_scan_order(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: T
     """
     batch, dim, length = u.shape
     k = w0.shape[-1]
-    padded = u.new_zeros(batch, 2, dim, k - 1 + length)
+    padded = u.new_empty(batch, 2, dim, k - 1 + length)
+    padded[..., :k - 1] = 0
     padded[:, 0, :, k - 1:] = u
     padded[:, 1, :, k - 1:] = u.flip(-1)
     w = torch.stack([w0[:, 0], w1[:, 0]]).to(u.dtype)[..., None]  # (2, dim, K, 1)
