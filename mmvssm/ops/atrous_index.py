@@ -7,7 +7,7 @@ direction k reads (row parity, column parity, order) = (even, even, row-major), 
 backends (:mod:`.scan_backend`) and :func:`mmvssm.ops.atrous_scan` both use these.
 """
 from functools import lru_cache
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,23 +55,43 @@ def _build_index(height: int, width: int, device: torch.device) -> Tuple[Tensor,
     return index, inverse
 
 
+def _direction_views(t: Tensor, row_dim: int) -> Iterator[Tensor]:
+    """The four skip-sampled sub-grids of ``t`` (rows at ``row_dim``, columns next), each as the strided
+    view a direction reads in its scan order, sub-grid rows then columns: (even, even), (odd, even)
+    column-major, (even, odd), (odd, odd) column-major (:func:`atrous_scan_index`)."""
+    rows = [slice(None)] * t.dim()
+
+    def sub(r: int, c: int, col_major: bool) -> Tensor:
+        rows[row_dim], rows[row_dim + 1] = slice(r, None, 2), slice(c, None, 2)
+        v = t[tuple(rows)]
+        return v.transpose(row_dim, row_dim + 1) if col_major else v
+
+    # Lazily: a view made before an earlier one was written into would be a view of the (grad-less)
+    # leaf, which autograd refuses to write into once the tensor requires grad.
+    for r, c, col_major in ((0, 0, False), (1, 0, True), (0, 1, False), (1, 1, True)):
+        yield sub(r, c, col_major)
+
+
 def atrous_gather(x: Tensor) -> Tensor:
-    """Split a map into its four skip-sampled scan sequences (one gather).
+    """Split a map into its four skip-sampled scan sequences.
 
     Odd sizes are zero-padded at the bottom/right first; the padded zeros take part in the scan, as in
-    the official code.
+    the official code. Each direction is one strided copy of its sub-grid into a contiguous (B, 4, D, L')
+    tensor (cheaper on CPU than an ``index_select`` with :func:`atrous_scan_index` and a transposed view,
+    which the x_proj matmul then copied again).
 
     Args:
         x: (B, D, H, W).
 
     Returns:
-        (B, 4, D, L') with L' = ceil(H/2) * ceil(W/2), direction k in its scan order.
+        (B, 4, D, L') contiguous, L' = ceil(H/2) * ceil(W/2), direction k in its scan order.
     """
     batch, dim, height, width = x.shape
     x = F.pad(x, (0, width % 2, 0, height % 2))
-    index, _ = atrous_scan_index(height + height % 2, width + width % 2, x.device)
-    xs = x.flatten(2).index_select(2, index.flatten())
-    return xs.view(batch, dim, NUM_DIRECTIONS, -1).transpose(1, 2)
+    xs = x.new_empty(batch, NUM_DIRECTIONS, dim, x.shape[-2] * x.shape[-1] // NUM_DIRECTIONS)
+    for k, view in enumerate(_direction_views(x, 2)):
+        xs[:, k].view(view.shape).copy_(view)
+    return xs
 
 
 def padded_map(op: str, ys: Tensor, height: int, width: int) -> Tuple[int, int]:
@@ -96,6 +116,9 @@ def atrous_scatter(ys: Tensor, height: int, width: int) -> Tensor:
     """
     batch, k, dim, length = ys.shape
     pad_h, pad_w = padded_map('atrous_scatter', ys, height, width)
-    _, inverse = atrous_scan_index(pad_h, pad_w, ys.device)
-    y = ys.permute(0, 1, 3, 2).reshape(batch, k * length, dim).index_select(1, inverse)
-    return y.view(batch, pad_h, pad_w, dim)[:, :height, :width]
+    # Each direction copied straight to its strided sub-grid (one pass; a permuted copy and an
+    # index_select with the inverse permutation made two).
+    y = ys.new_empty(batch, pad_h, pad_w, dim)
+    for d, view in enumerate(_direction_views(y, 1)):
+        view.copy_(ys[:, d].reshape(batch, dim, *view.shape[1:3]).permute(0, 2, 3, 1))
+    return y[:, :height, :width]

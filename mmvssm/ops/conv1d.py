@@ -4,8 +4,8 @@ The official layer flips the sequence, runs a causal depthwise conv with the bac
 and flips the result back. The same numbers come from one anti-causal conv with the taps reversed, so the
 input is never flipped. A backend that reads Vim's second direction in place (``triton``: fused kernels,
 forward and backward, that read the input in place and write both directions into one (batch, 2, dim, L)
-tensor) gets that layout; elsewhere two ``F.conv1d`` calls, direction 1 reversed as the official layer keeps
-it.
+tensor) gets that layout; elsewhere K shifted multiply-adds over one zero-padded buffer of u and flip(u)
+(``scan_utils.conv1d_silu_in_scan_order``), direction 1 reversed as the official layer keeps it.
 """
 from typing import Optional
 

@@ -73,20 +73,44 @@ def bidirectional_in_scan_order(multi, u: Tensor, delta: Tensor, A: Tensor, B: T
                                 D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                                 delta_softplus: bool) -> Tensor:
     """Vim's two directions with direction 1 already in scan order (reversed); z (batch, dim, L) in the
-    stored order. Returns the summed (batch, dim, L) in the stored order."""
-    zz = None if z is None else torch.stack([z, z.flip(-1)], dim=1)
-    y = multi(u, delta, A, B, C, D, zz, delta_bias, delta_softplus)
-    return y[:, 0] + y[:, 1].flip(-1)
+    stored order. Returns the summed (batch, dim, L) in the stored order and ``u``'s dtype.
+
+    Both directions share the gate, so it is applied once after the sum, ``(y0 + flip(y1)) * silu(z)``
+    in the compute dtype, instead of scanning with a stacked ``[z, flip(z)]``: that gathered copy of the
+    strided z cost more than the scan's own gating (the same value up to rounding order).
+    """
+    y = multi(u, delta, A, B, C, D, None, delta_bias, delta_softplus)
+    if z is None:
+        return y[:, 0] + y[:, 1].flip(-1)
+    dtype = compute_dtype(u)
+    return ((y[:, 0].to(dtype) + y[:, 1].flip(-1).to(dtype)) * F.silu(z.to(dtype))).to(u.dtype)
 
 
 def conv1d_silu_in_scan_order(u: Tensor, w0: Tensor, b0: Optional[Tensor], w1: Tensor,
                               b1: Optional[Tensor]) -> Tensor:
     """Vim's conv1d + SiLU of both directions, direction 1 in scan order as the official layer computes
-    it (causal conv of the reversed sequence). u (batch, dim, L), weights (dim, 1, K) -> (batch, 2, dim, L)."""
-    dim, length, k = u.shape[1], u.shape[2], w0.shape[-1]
-    y0 = F.conv1d(u, w0, b0, padding=k - 1, groups=dim)[..., :length]
-    y1 = F.conv1d(u.flip(-1), w1, b1, padding=k - 1, groups=dim)[..., :length]
-    return F.silu(torch.stack([y0, y1], dim=1))
+    it (causal conv of the reversed sequence). u (batch, dim, L), weights (dim, 1, K) -> (batch, 2, dim, L).
+
+    The depthwise conv is K multiply-adds of shifted views of one zero-padded (batch, 2, dim, K-1+L)
+    buffer holding u and flip(u): two grouped ``F.conv1d`` calls (oneDNN's depthwise path, each copying
+    the strided u), a flip and a stack cost several times more on CPU for Vim's K = 4.
+    """
+    batch, dim, length = u.shape
+    k = w0.shape[-1]
+    padded = u.new_empty(batch, 2, dim, k - 1 + length)
+    padded[..., :k - 1] = 0
+    padded[:, 0, :, k - 1:] = u
+    padded[:, 1, :, k - 1:] = u.flip(-1)
+    w = torch.stack([w0[:, 0], w1[:, 0]]).to(u.dtype)[..., None]  # (2, dim, K, 1)
+    if b0 is None and b1 is None:
+        y = padded[..., :length] * w[:, :, 0]
+    else:
+        zero = u.new_zeros(dim)
+        bias = torch.stack([zero if b0 is None else b0.to(u.dtype), zero if b1 is None else b1.to(u.dtype)])
+        y = torch.addcmul(bias[..., None], padded[..., :length], w[:, :, 0])
+    for i in range(1, k):
+        y.addcmul_(padded[..., i:i + length], w[:, :, i])  # in place on y (autograd saves the operands)
+    return F.silu(y, inplace=not torch.is_grad_enabled())
 
 
 def atrous_by_directions(multi, xs: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,

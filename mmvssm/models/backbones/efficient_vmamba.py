@@ -135,9 +135,10 @@ class ES2D(nn.Module):
         height, width = x.shape[-2:]
         k, inner = self.dt_projs_weight.shape[:2]
         xs = atrous_gather(x)  # (B, K, E, L')
-        x_dbl = torch.einsum('bkdl,kcd->bkcl', xs, self.x_proj_weight)
+        # Batched matmuls over (B, K) reading xs and dts in place (the einsums copied them first).
+        x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R+2N, L')
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
+        dts = torch.matmul(self.dt_projs_weight, dts)  # (B, K, E, L')
         A = -torch.exp(self.A_logs.float()).view(k, inner, -1)
         return atrous_scan(xs, dts, A, Bs, Cs, self.Ds.float().view(k, inner),
                            delta_bias=self.dt_projs_bias.float(), delta_softplus=True, height=height,
