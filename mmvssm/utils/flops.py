@@ -13,7 +13,8 @@ module counts the ops mmengine does not see:
 * ``aten::scaled_dot_product_attention`` (fused attention, used by mmpretrain's ViT/DeiT on torch 2):
   ``q @ k^T`` plus ``attn @ v``, as if written with two matmuls; softmax free.
 * ``aten::rms_norm``: like ``aten::layer_norm`` (5 per element with affine weight);
-  ``aten::upsample_bicubic2d``: 16 per output element (mmengine prices bilinear at 4).
+  ``aten::upsample_bicubic2d``: 16 per output element (mmengine prices bilinear at 4);
+  ``aten::addcmul(_)``: 1 per output element (a depthwise-conv tap written as a multiply-add).
 
 The scan is a Python function whose backends loop over time, so tracing through it would both be slow and
 count the backend's internal matmuls. :func:`traceable_selective_scan` therefore routes every call to
@@ -56,7 +57,7 @@ ZERO_COST_OPS = (
     'aten::repeat', 'aten::repeat_interleave', 'aten::type_as', 'aten::to', 'aten::tanh',
     'aten::feature_dropout', 'aten::dropout_',
     # not arithmetic
-    'aten::empty_like', 'aten::numel', 'aten::zeros', 'aten::zeros_like', 'aten::lift_fresh',
+    'aten::empty_like', 'aten::numel', 'aten::zeros', 'aten::zeros_like', 'aten::lift_fresh', 'aten::fill_',
 )
 
 
@@ -165,6 +166,10 @@ def flop_handles(scan_flops_per_element: float = DEFAULT_SCAN_FLOPS_PER_ELEMENT
         'aten::rms_norm': norm_flop_counter(2),
         # 4x4 taps per output (mmengine prices bilinear at 2x2); used to resize position embeddings.
         'aten::upsample_bicubic2d': elementwise_flop_counter(0, 16),
+        # one tap of a depthwise conv written as shifted multiply-adds (Vim's CPU conv1d): one MAC per
+        # output element, as mmengine prices the same tap inside a convolution
+        'aten::addcmul': elementwise_flop_counter(0, 1),
+        'aten::addcmul_': elementwise_flop_counter(0, 1),
     })
     return handles
 
