@@ -134,7 +134,10 @@ def _peak_memory_mib(fn: Callable[[], None], device) -> Optional[float]:
         return None  # not Linux / not permitted: report no number rather than a wrong one
     before = _proc_status_kib('VmRSS')
     fn()
-    return (_proc_status_kib('VmHWM') - before) / 1024
+    # Linux syncs the per-thread RSS counters into VmRSS/VmHWM lazily (up to 64 pages per thread), so a
+    # call that allocates little can read a peak slightly below `before`: that is no rise, not a saving.
+    peak = max(_proc_status_kib('VmHWM'), _proc_status_kib('VmRSS'))
+    return max(peak - before, 0) / 1024
 
 
 def run_worker(spec: Dict) -> Dict:
