@@ -42,7 +42,7 @@ from mmengine.logging import print_log
 from mmengine.hooks import CheckpointHook
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from mmvssm.utils.checkpoint import (_safe_globals, atomic_save, load_checkpoint_file,
+from mmvssm.utils.checkpoint import (atomic_save, load_checkpoint_file, safe_load_globals,
                                      safe_mmengine_checkpoint_loading)
 
 _CKPT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
@@ -193,7 +193,7 @@ def allow_mmengine_checkpoints() -> None:
 
     @functools.wraps(current)
     def load_checkpoint(cls, filename, map_location=None, logger='current'):
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(safe_load_globals()):
             return current(cls, filename, map_location=map_location, logger=logger)
 
     load_checkpoint._mmvssm_allow_list = True

@@ -23,7 +23,7 @@ import torch
 ENV_ALLOW_UNSAFE = 'MMVSSM_ALLOW_UNSAFE_LOAD'
 
 
-def _safe_globals() -> list:
+def safe_load_globals() -> list:
     """Plain-data classes found in mmengine and official checkpoints; none can run code on load."""
     # Official EfficientVMamba/EfficientViM files pickle their yacs training config (a dict subclass);
     # a (class, name) pair makes the unpickler build a plain OrderedDict in its place, so the file loads
@@ -70,7 +70,7 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path (or the '
                                 f'`checkpoint=` of your init_cfg / the `--resume` argument)')
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(safe_load_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if 'Unsupported global' not in str(err):  # not a refused class: a broken or foreign file
