@@ -234,16 +234,22 @@ def test_get_flops_tool(capsys):
     assert result.params < 6_679_458  # the backbone alone, no heads
 
 
-def test_benchmark_backbones_smoke(tmp_path):
+@pytest.mark.parametrize('retain', [False, True], ids=['glibc-default', 'retain-freed-memory'])
+def test_benchmark_backbones_smoke(tmp_path, retain):
     tool = load_tool('analysis_tools/benchmark_backbones')
     results = tool.main(['--models', 'evim-m1', '--sizes', '64', '--repeat', '1', '--warmup', '0',
-                         '--threads', '1', '--max-case-seconds', '120', '--out-dir', str(tmp_path)])
+                         '--threads', '1', '--max-case-seconds', '120', '--out-dir', str(tmp_path)]
+                        + (['--retain-freed-memory'] if retain else []))
     (case, ) = results['cases']
     assert case['status'] == 'ok', case
     assert case['latency_ms'] > 0 and case['peak_mem_mb'] > 0 and case['repeats'] == 1
+    assert case['page_faults_per_forward'] >= 0
     saved = json.loads((tmp_path / 'results.json').read_text())
     assert saved['cases'][0]['latency_ms'] == case['latency_ms']
     assert saved['environment']['scan_backend_auto'] in ('reference', 'chunked', 'cpu', 'cuda')
+    assert saved['settings']['malloc'] == ('retain freed memory' if retain else 'glibc default')
     table = (tmp_path / 'results.md').read_text()
     assert '| EfficientViM-M1 |' in table and '64²' in table
+    assert 'Minor page faults per forward' in table
+    assert f"malloc: {saved['settings']['malloc']}" in table
     assert (tmp_path / 'results.png').stat().st_size > 0

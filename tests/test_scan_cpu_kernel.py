@@ -351,6 +351,20 @@ def test_thread_count_independence(isa_variant):
         assert torch.equal(g1[name], g2[name]), f'grad {name} depends on the thread count'
 
 
+def test_backward_workspace_reuse_is_stateless():
+    # The dB/dC block accumulators are kept per calling thread between backward calls (grown, never
+    # shrunk); a call after larger, smaller and float64 calls must give bit-identical gradients.
+    inputs = make_inputs(batch=1, dim=8, length=150, n_state=16, groups=2, seed=21)
+    first = run(inputs, 'cpu', grad_seed=3)
+    run(make_inputs(batch=2, dim=8, length=400, n_state=16, seed=22), 'cpu', grad_seed=4)
+    run(make_inputs(batch=1, dim=4, length=20, n_state=5, dtype=torch.float64, seed=23), 'cpu',
+        grad_seed=5)
+    run(make_inputs(batch=1, dim=2, length=9, n_state=3, seed=24), 'cpu', grad_seed=6)
+    again = run(inputs, 'cpu', grad_seed=3)
+    for name in NAMES:
+        assert torch.equal(first[2][name], again[2][name]), f'grad {name} changed on reuse'
+
+
 def test_empty_and_degenerate_shapes():
     inputs = make_inputs(batch=2, dim=4, length=0, n_state=3)
     xs = [t.clone().requires_grad_() for t in inputs]

@@ -13,7 +13,9 @@ Every (model, size) case runs in a fresh subprocess, so peak memory is not pollu
   ones; images/s = batch / median latency;
 * memory, CPU: peak RSS during the first forward minus the RSS just before it (the kernel's high-water
   mark ``VmHWM`` is reset through ``/proc/self/clear_refs``); CUDA: ``torch.cuda.max_memory_allocated``
-  during the first forward minus the memory allocated before it (weights and input excluded in both).
+  during the first forward minus the memory allocated before it (weights and input excluded in both);
+* page faults: minor faults per timed forward (memory malloc took from the OS and touched for the first
+  time); ``--retain-freed-memory`` makes malloc keep freed memory (``mmvssm.utils.retain_freed_memory``).
 
 A case that exceeds ``--max-case-seconds`` is killed and recorded as a timeout; larger sizes of that model
 are then recorded as skipped (they would take longer). Outputs: ``results.json``, ``results.md`` and
@@ -25,6 +27,7 @@ import os
 import os.path as osp
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -80,6 +83,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='torch intra-op threads (default: torch default)')
     parser.add_argument('--max-case-seconds', type=float, default=300,
                         help='kill a case after this long; the repeats are cut to fit it first')
+    parser.add_argument('--retain-freed-memory', action='store_true',
+                        help='CPU: keep freed memory in each case process instead of page-faulting it '
+                             'back (mmvssm.utils.retain_freed_memory; glibc only)')
     parser.add_argument('--profile', action='store_true',
                         help='also record the top ops of one forward (torch.profiler)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark_backbones')
@@ -163,12 +169,17 @@ def run_case(name: str, size: int, batch: int, device: str, repeat: int, warmup:
             model(x)
         sync()
         times, cpu_times = [], []
+        faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(repeats):
             start, cpu_start = time.perf_counter(), time.process_time()
             model(x)
             sync()
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
+        # Minor page faults: first touches of memory malloc just got from the OS (see
+        # mmvssm/utils/cpu_allocator.py), a kernel-time cost outside any op.
+        record['page_faults_per_forward'] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                                             - faults_start) / repeats
         if profile:
             record['profile'] = _profile(model, x, dev)
     latency = statistics.median(times)
@@ -237,6 +248,8 @@ def _spawn_case(args: argparse.Namespace, name: str, size: int) -> Dict[str, Any
         cmd += ['--threads', str(args.threads)]
     if args.profile:
         cmd.append('--profile')
+    if args.retain_freed_memory:
+        cmd.append('--retain-freed-memory')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
                                                                     os.environ.get('PYTHONPATH')])))
     start = time.perf_counter()
@@ -260,7 +273,9 @@ def run_all(args: argparse.Namespace) -> Dict[str, Any]:
     results: Dict[str, Any] = dict(environment=environment(args.device, args.threads),
                                    settings=dict(batch=args.batch, repeat=args.repeat,
                                                  warmup=args.warmup,
-                                                 max_case_seconds=args.max_case_seconds),
+                                                 max_case_seconds=args.max_case_seconds,
+                                                 malloc='retain freed memory'
+                                                 if args.retain_freed_memory else 'glibc default'),
                                    cases=[])
     for name in args.models:
         given_up_at = None
@@ -310,7 +325,8 @@ def markdown(results: Dict[str, Any]) -> str:
     table = _lookup(cases)
     batch = results['settings']['batch']
     out = [f"Device: {env['device']} ({env.get('gpu') or env.get('lscpu', {}).get('Model name', '?')}), "
-           f"torch {env['torch']}, {env['torch_threads']} thread(s), batch {batch}, scan backend "
+           f"torch {env['torch']}, {env['torch_threads']} thread(s), batch {batch}, malloc: "
+           f"{results['settings'].get('malloc', 'glibc default')}, scan backend "
            f"`{env['scan_backend_auto']}` (available: {', '.join(env['scan_backends'])}); "
            f"load average {' '.join(env.get('loadavg_start', []))} -> "
            f"{' '.join(env.get('loadavg_end', []))}.", '']
@@ -319,7 +335,8 @@ def markdown(results: Dict[str, Any]) -> str:
     for title, key, fmt in (('Forward latency (ms, median wall clock)', 'latency_ms', '.1f'),
                             ('Forward CPU time (ms, median, all threads)', 'cpu_ms', '.1f'),
                             (f'Throughput (images/s at batch {batch})', 'images_per_s', '.2f'),
-                            ('Peak memory of the forward (MiB)', 'peak_mem_mb', '.1f')):
+                            ('Peak memory of the forward (MiB)', 'peak_mem_mb', '.1f'),
+                            ('Minor page faults per forward', 'page_faults_per_forward', '.0f')):
         out += [f'**{title}**', '', header, rule]
         for m in models:
             label = MODELS[m]['label']
@@ -408,6 +425,9 @@ def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)
+        from mmvssm.utils.cpu_allocator import retain_freed_memory
+        if args.retain_freed_memory and not retain_freed_memory():
+            raise SystemExit('--retain-freed-memory: not applied (the C library is not glibc)')
         name, size = args.worker.rsplit(':', 1)
         record = run_case(name, int(size), args.batch, args.device, args.repeat, args.warmup,
                           args.max_case_seconds, args.profile)
