@@ -234,12 +234,14 @@ def test_get_flops_tool(capsys):
     assert result.params < 6_679_458  # the backbone alone, no heads
 
 
-@pytest.mark.parametrize('retain', [False, True], ids=['glibc-default', 'retain-freed-memory'])
-def test_benchmark_backbones_smoke(tmp_path, retain):
+@pytest.mark.parametrize('retain,compiled', [(False, False), (True, False), (True, True)],
+                         ids=['glibc-default', 'retain-freed-memory', 'compiled'])
+def test_benchmark_backbones_smoke(tmp_path, retain, compiled):
     tool = load_tool('analysis_tools/benchmark_backbones')
     results = tool.main(['--models', 'evim-m1', '--sizes', '64', '--repeat', '1', '--warmup', '0',
-                         '--threads', '1', '--max-case-seconds', '120', '--out-dir', str(tmp_path)]
-                        + (['--retain-freed-memory'] if retain else []))
+                         '--threads', '1', '--max-case-seconds', '300', '--out-dir', str(tmp_path)]
+                        + (['--retain-freed-memory'] if retain else [])
+                        + (['--compile'] if compiled else []))
     (case, ) = results['cases']
     assert case['status'] == 'ok', case
     assert case['latency_ms'] > 0 and case['peak_mem_mb'] > 0 and case['repeats'] == 1
@@ -252,4 +254,8 @@ def test_benchmark_backbones_smoke(tmp_path, retain):
     assert '| EfficientViM-M1 |' in table and '64²' in table
     assert 'Minor page faults per forward' in table
     assert f"malloc: {saved['settings']['malloc']}" in table
+    assert saved['settings']['compiled'] is compiled
+    if compiled:
+        assert case['compiled_graphs'] >= 1
+    assert ('torch.compile' if compiled else 'eager') in table
     assert (tmp_path / 'results.png').stat().st_size > 0

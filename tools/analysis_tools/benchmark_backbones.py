@@ -88,6 +88,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              'back (mmvssm.utils.retain_freed_memory; glibc only)')
     parser.add_argument('--profile', action='store_true',
                         help='also record the top ops of one forward (torch.profiler)')
+    parser.add_argument('--compile', action='store_true',
+                        help='time torch.compile(model) (default inductor backend); the compilation is '
+                             'part of the first forward, reported as first_forward_s')
     parser.add_argument('--out-dir', default='work_dirs/benchmark_backbones')
     parser.add_argument('--no-plot', action='store_true', help='skip the PNG (no matplotlib needed)')
     parser.add_argument('--report', metavar='JSON',
@@ -136,11 +139,13 @@ def build_backbone(name: str, size: int):
 
 
 def run_case(name: str, size: int, batch: int, device: str, repeat: int, warmup: int,
-             budget_s: float, profile: bool) -> Dict[str, Any]:
+             budget_s: float, profile: bool, compile_model: bool = False) -> Dict[str, Any]:
     """Measure one (model, size) case in this process; returns the record."""
     import torch
     dev = torch.device(device)
     model = build_backbone(name, size).to(dev)
+    if compile_model:
+        model = torch.compile(model)
     x = torch.randn(batch, 3, size, size, device=dev)
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     record: Dict[str, Any] = dict(params=sum(p.numel() for p in model.parameters()))
@@ -182,6 +187,9 @@ def run_case(name: str, size: int, batch: int, device: str, repeat: int, warmup:
                                              - faults_start) / repeats
         if profile:
             record['profile'] = _profile(model, x, dev)
+    if compile_model:
+        from torch._dynamo.utils import counters
+        record['compiled_graphs'] = counters['stats']['unique_graphs']  # 0: nothing was compiled
     latency = statistics.median(times)
     # Process CPU time (all threads): on an oversubscribed machine it tracks the unloaded time better.
     record.update(latency_ms=latency * 1e3, images_per_s=batch / latency, repeats=len(times),
@@ -248,6 +256,8 @@ def _spawn_case(args: argparse.Namespace, name: str, size: int) -> Dict[str, Any
         cmd += ['--threads', str(args.threads)]
     if args.profile:
         cmd.append('--profile')
+    if args.compile:
+        cmd.append('--compile')
     if args.retain_freed_memory:
         cmd.append('--retain-freed-memory')
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO_ROOT,
@@ -275,7 +285,8 @@ def run_all(args: argparse.Namespace) -> Dict[str, Any]:
                                                  warmup=args.warmup,
                                                  max_case_seconds=args.max_case_seconds,
                                                  malloc='retain freed memory'
-                                                 if args.retain_freed_memory else 'glibc default'),
+                                                 if args.retain_freed_memory else 'glibc default',
+                                                 compiled=args.compile),
                                    cases=[])
     for name in args.models:
         given_up_at = None
@@ -326,7 +337,8 @@ def markdown(results: Dict[str, Any]) -> str:
     batch = results['settings']['batch']
     out = [f"Device: {env['device']} ({env.get('gpu') or env.get('lscpu', {}).get('Model name', '?')}), "
            f"torch {env['torch']}, {env['torch_threads']} thread(s), batch {batch}, malloc: "
-           f"{results['settings'].get('malloc', 'glibc default')}, scan backend "
+           f"{results['settings'].get('malloc', 'glibc default')}, "
+           f"{'torch.compile' if results['settings'].get('compiled') else 'eager'}, scan backend "
            f"`{env['scan_backend_auto']}` (available: {', '.join(env['scan_backends'])}); "
            f"load average {' '.join(env.get('loadavg_start', []))} -> "
            f"{' '.join(env.get('loadavg_end', []))}.", '']
@@ -430,7 +442,7 @@ def main(argv: Optional[List[str]] = None) -> Optional[Dict[str, Any]]:
             raise SystemExit('--retain-freed-memory: not applied (the C library is not glibc)')
         name, size = args.worker.rsplit(':', 1)
         record = run_case(name, int(size), args.batch, args.device, args.repeat, args.warmup,
-                          args.max_case_seconds, args.profile)
+                          args.max_case_seconds, args.profile, args.compile)
         print(json.dumps(record))
         return None
     os.makedirs(args.out_dir, exist_ok=True)
