@@ -268,6 +268,8 @@ def isa_variant(request):
     (16, 2, 65, dict(with_z=False)),      # one step past a chunk, no gate
     (16, None, 33, dict(with_d=False, with_bias=False)),
     (40, None, 19, {}),                   # several state vectors, the last one partial
+    (40, None, 900, {}),                  # many chunks, several state vectors
+    (16, 2, 2100, {}),                    # long sequence, grouped B/C
 ])
 def test_isa_variant_matches_reference(isa_variant, n_state, groups, length, options):
     assert _ext().isa() == isa_variant
@@ -336,7 +338,7 @@ def test_isa_environment_variable(requested):
 
 @pytest.mark.parametrize('isa_variant', sorted(set(_variants())), indirect=True)
 def test_thread_count_independence(isa_variant):
-    inputs = make_inputs(batch=1, dim=8, length=300, n_state=16, groups=2, seed=13)
+    inputs = make_inputs(batch=1, dim=8, length=1100, n_state=16, groups=2, seed=13)
     previous = torch.get_num_threads()
     results = []
     try:
