@@ -56,9 +56,13 @@ def explicit_atrous_sequences(x: torch.Tensor) -> torch.Tensor:
                         x[..., 0::2, 1::2].flatten(-2), col_major(x[..., 1::2, 1::2])], dim=1)
 
 
-@pytest.mark.parametrize('hw', [(4, 4), (6, 8), (5, 7), (7, 4), (1, 1), (3, 10)])
-def test_atrous_gather_scatter(hw):
-    x = torch.randn(2, 3, *hw, requires_grad=True)
+@pytest.mark.parametrize('hw', [(4, 4), (6, 8), (5, 7), (7, 4), (1, 1), (3, 10), (121, 64)])
+@pytest.mark.parametrize('channels_last', [False, True])  # channel-major and token-major copies on CPU
+def test_atrous_gather_scatter(hw, channels_last):
+    x = torch.randn(2, 3, *hw)
+    if channels_last:  # as a depthwise conv returns a map it was given channels-last
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    x.requires_grad_(True)
     xs = atrous_gather(x)
     assert xs.shape == (2, 4, 3, ((hw[0] + 1) // 2) * ((hw[1] + 1) // 2))
     torch.testing.assert_close(xs, explicit_atrous_sequences(x), rtol=0, atol=0)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan, capturing
+from mmvssm.ops import bidirectional_conv1d_silu, bidirectional_scan, capturing, reads_backward_in_place
 from ..layers import (PatchEmbed, RMSNorm, VimFeaturePyramid, VisionRope, drop_path, dt_rank_for, init_A_log_,
                       init_dt_bias_, init_dt_proj_weight_, run_block)
 from ..layers.patch_embed import IntPair, to_pair
@@ -154,8 +154,17 @@ class BiMambaMixer(nn.Module):
         self.out_proj.weight /= math.sqrt(depth)  # GPT-2 style residual rescale
 
     def forward(self, x: Tensor) -> Tensor:
-        xz = self.in_proj(x).transpose(1, 2)  # (B, 2E, L) view: rows [0:E] -> x, [E:2E] -> z
-        u, z = xz.chunk(2, dim=1)
+        if reads_backward_in_place(self.scan_backend, x):
+            # The triton kernels read the token-major product in place, through a (B, 2E, L) view.
+            xz = self.in_proj(x).transpose(1, 2)
+        else:
+            # Channel-major, as the official Mamba layer (W @ x^T over the B L tokens): u and z come out
+            # as contiguous rows along L, the order the conv and the scan read them in; from the
+            # token-major view each was a transposing copy (element by element on CPU).
+            batch, length, dims = x.shape
+            xz = torch.mm(self.in_proj.weight, x.reshape(batch * length, dims).t())  # (2E, B L)
+            xz = xz.view(-1, batch, length).transpose(0, 1)  # (B, 2E, L) view, rows along L
+        u, z = xz.chunk(2, dim=1)  # rows [0:E] -> x, [E:2E] -> z
         # The official layer flips the sequence for the backward direction and flips its output back.
         # With the triton backend the two ops below keep it in the stored order instead (anti-causal conv,
         # scan backwards in time): no activation is flipped, stacked or copied. The projections between
