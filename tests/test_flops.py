@@ -254,6 +254,8 @@ def test_benchmark_backbones_smoke(tmp_path, retain, compiled):
     assert '| EfficientViM-M1 |' in table and '64²' in table
     assert 'Minor page faults per forward' in table
     assert f"malloc: {saved['settings']['malloc']}" in table
+    env = saved['environment']
+    assert f"ISA: torch {env['torch_cpu_capability']}, scan kernel {env['scan_kernel_isa']};" in table
     assert saved['settings']['compiled'] is compiled
     if compiled:
         assert case['compiled_graphs'] >= 1

@@ -240,6 +240,11 @@ def environment(device: str, threads: Optional[int]) -> Dict[str, Any]:
         env['lscpu'] = {}
     if device.startswith('cuda') and torch.cuda.is_available():
         env['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        # The instruction sets the CPU work ran with: ATEN_CPU_CAPABILITY and MMVSSM_CPU_ISA force lower ones.
+        from mmvssm.ops import cpu_backend
+        env['torch_cpu_capability'] = torch.backends.cpu.get_cpu_capability()
+        env['scan_kernel_isa'] = cpu_backend.extension().isa() if cpu_backend.is_available() else 'not built'
     try:
         with open('/proc/loadavg') as f:
             env['loadavg_start'] = f.read().split()[:3]
@@ -335,8 +340,10 @@ def markdown(results: Dict[str, Any]) -> str:
     models = list(dict.fromkeys(c['model'] for c in cases))
     table = _lookup(cases)
     batch = results['settings']['batch']
+    isa = (f"ISA: torch {env['torch_cpu_capability']}, scan kernel {env['scan_kernel_isa']}; "
+           if 'torch_cpu_capability' in env else '')
     out = [f"Device: {env['device']} ({env.get('gpu') or env.get('lscpu', {}).get('Model name', '?')}), "
-           f"torch {env['torch']}, {env['torch_threads']} thread(s), batch {batch}, malloc: "
+           f"{isa}torch {env['torch']}, {env['torch_threads']} thread(s), batch {batch}, malloc: "
            f"{results['settings'].get('malloc', 'glibc default')}, "
            f"{'torch.compile' if results['settings'].get('compiled') else 'eager'}, scan backend "
            f"`{env['scan_backend_auto']}` (available: {', '.join(env['scan_backends'])}); "
