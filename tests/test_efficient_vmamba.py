@@ -57,7 +57,7 @@ def explicit_atrous_sequences(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize('hw', [(4, 4), (6, 8), (5, 7), (7, 4), (1, 1), (3, 10), (121, 64)])
-@pytest.mark.parametrize('channels_last', [False, True])  # channel-major and token-major copies on CPU
+@pytest.mark.parametrize('channels_last', [False, True])
 def test_atrous_gather_scatter(hw, channels_last):
     x = torch.randn(2, 3, *hw)
     if channels_last:  # as a depthwise conv returns a map it was given channels-last

@@ -78,11 +78,10 @@ def atrous_gather(x: Tensor) -> Tensor:
     Odd sizes are zero-padded at the bottom/right first; the padded zeros take part in the scan, as in
     the official code. Each direction is one strided copy of its sub-grid into a contiguous (B, 4, D, L')
     tensor (cheaper on CPU than an ``index_select`` with :func:`atrous_scan_index` and a transposed view,
-    which the x_proj matmul then copied again); a channels-last map on the CPU goes through
-    :func:`_transpose_on_cpu` instead.
+    which the x_proj matmul then copied again).
 
     Args:
-        x: (B, D, H, W), any memory format.
+        x: (B, D, H, W).
 
     Returns:
         (B, 4, D, L') contiguous, L' = ceil(H/2) * ceil(W/2), direction k in its scan order.
@@ -91,25 +90,10 @@ def atrous_gather(x: Tensor) -> Tensor:
     if height % 2 or width % 2:  # F.pad copies the map even when it pads nothing
         x = F.pad(x, (0, width % 2, 0, height % 2))
     xs = x.new_empty(batch, NUM_DIRECTIONS, dim, x.shape[-2] * x.shape[-1] // NUM_DIRECTIONS)
-    if _transpose_on_cpu(x.device, dim, channels_contiguous=x.stride(1) == 1):
-        for k, view in enumerate(_direction_views(x.permute(0, 2, 3, 1), 1)):  # (B, h', w', D) views
-            for i in range(batch):
-                xs[i, k].copy_(view[i].reshape(-1, dim).t())
-        return xs
     for k, view in enumerate(_direction_views(x, 2)):
         xs[:, k].view(view.shape).copy_(view)
     return xs
 
-
-def _transpose_on_cpu(device: torch.device, channels: int, channels_contiguous: bool = True) -> bool:
-    """Whether to move tokens between channels-last maps and channel-major sequences in two passes.
-
-    A strided copy that also transposes runs element by element on the CPU (measured 3-4x slower than
-    the alternative on a 128x128x96 map); a copy of whole channel runs followed by a 2-D transpose per
-    sequence takes ATen's blocked-transpose path. Only for CPU tensors whose channels are contiguous:
-    on a GPU the per-sequence loop would add launches, and a channel-major map needs no transpose.
-    """
-    return device.type == 'cpu' and channels_contiguous and channels > 1
 
 def padded_map(op: str, ys: Tensor, height: int, width: int) -> Tuple[int, int]:
     """The even map size the four (B, 4, D, L') sequences ``ys`` cover; a clear error if they do not fit
@@ -134,13 +118,8 @@ def atrous_scatter(ys: Tensor, height: int, width: int) -> Tensor:
     batch, k, dim, length = ys.shape
     pad_h, pad_w = padded_map('atrous_scatter', ys, height, width)
     # Each direction copied straight to its strided sub-grid (one pass; a permuted copy and an
-    # index_select with the inverse permutation made two); on the CPU transposed first, as in the gather.
+    # index_select with the inverse permutation made two).
     y = ys.new_empty(batch, pad_h, pad_w, dim)
-    on_cpu = _transpose_on_cpu(ys.device, dim)  # y is channels-last
     for d, view in enumerate(_direction_views(y, 1)):
-        if on_cpu:
-            for i in range(batch):
-                view[i].copy_(ys[i, d].t().contiguous().view(view.shape[1:]))
-        else:
-            view.copy_(ys[:, d].reshape(batch, dim, *view.shape[1:3]).permute(0, 2, 3, 1))
+        view.copy_(ys[:, d].reshape(batch, dim, *view.shape[1:3]).permute(0, 2, 3, 1))
     return y[:, :height, :width]
