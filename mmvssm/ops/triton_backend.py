@@ -9,12 +9,13 @@ chunk boundary (batch, dim, ceil(L / chunk), N).
 On CPU tensors the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before mmvssm
 imports Triton), which is how CI checks them; ``auto`` never picks the interpreter.
 """
+import contextlib
 import functools
 import importlib.util
 import logging
 import os
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -22,15 +23,16 @@ from torch import Tensor
 from .scan_backend import ATROUS, BIDIRECTIONAL, PLAIN, ScanBackend
 from .scan_utils import as_groups, cdiv
 
-# Limits and defaults. The kernels hold (BLOCK_D, N, BLOCK_L) float32 tiles. 4 channels x 16 states x 32
-# steps with 4 warps compile for sm_90 without register spills (at most 167 / 235 registers a thread, fwd /
-# bwd; 64 steps spill 0.8 KB in the backward): tools/analysis_tools/triton_resources.py. Not timed on a GPU.
+# Limits and tiles. A chunk tile is (BLOCK_L, BLOCK_D, BLOCK_N) float32: the BLOCK_L time steps of a chunk
+# inside each thread, N then channels across lanes, channels across warps (see .triton_scan_kernels). The
+# default tiles compile for sm_90 without spills (tools/analysis_tools/triton_resources.py); on a GPU the
+# autotuner picks among TUNED_TILES per (channels, N, length bucket, batch) unless MMVSSM_TRITON_AUTOTUNE=0.
 MAX_STATE = 256
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-BLOCK_D = 4
-MAX_TILE = 2048
-MAX_CHUNK = 64
-NUM_WARPS = 4
+TRAIN_BLOCK_L = 16  # chunk length when the forward saves the states the backward restarts from
+DEFAULT_TILE = dict(BLOCK_D=8, BLOCK_L=16, num_warps=4)
+# (BLOCK_D, BLOCK_L, num_warps, num_stages); BLOCK_L is the inference chunk (training uses TRAIN_BLOCK_L).
+TUNED_TILES = ((4, 16, 2, 1), (8, 16, 4, 1), (8, 32, 4, 1), (16, 16, 4, 1), (16, 16, 8, 1), (8, 16, 4, 2))
 
 
 def interpreting() -> bool:
@@ -53,7 +55,7 @@ def is_available(device: Optional[torch.device] = None) -> bool:
     if not _triton_installed():
         return False
     if device is not None and device.type == 'cpu':
-        return interpreting()
+        return interpreting() or _recorded_launches is not None
     if interpreting():
         return True
     return torch.cuda.is_available() and cuda_failure() is None
@@ -87,7 +89,7 @@ def unsupported_reason(u: Tensor, A: Tensor) -> Optional[str]:
         return f'`u` is {u.dtype}, the kernels support {", ".join(map(str, KERNEL_DTYPES))}'
     if A.shape[-1] > MAX_STATE:
         return f'N = {A.shape[-1]} state dims, the kernels support N <= {MAX_STATE}'
-    if u.device.type == 'cpu' and not interpreting():
+    if u.device.type == 'cpu' and not interpreting() and _recorded_launches is None:
         return 'the tensors are on the CPU; Triton runs them only under TRITON_INTERPRET=1'
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return 'a TorchScript/ONNX export is in progress, a Triton kernel cannot be traced'
@@ -103,11 +105,112 @@ def _pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
-def tile_sizes(n_state: int, length: int) -> Tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_N, BLOCK_L) for N state dims and L steps."""
-    block_n = _pow2(n_state)
-    chunk = max(16, min(MAX_CHUNK, MAX_TILE // (BLOCK_D * block_n)))
-    return BLOCK_D, block_n, min(chunk, max(16, _pow2(length)))
+def state_block(n_state: int) -> int:
+    """BLOCK_N: N rounded up to a power of two."""
+    return _pow2(n_state)
+
+
+def fit_tile(block_n: int, block_d: int, num_warps: int) -> int:
+    """BLOCK_D raised so that the lanes left after N, and every warp, fall on channels: otherwise Triton
+    spreads the time steps of a chunk over lanes or warps and the in-thread scan becomes a shuffle or
+    shared-memory scan."""
+    lanes_on_channels = max(1, 32 // block_n)
+    return max(block_d, lanes_on_channels * num_warps)
+
+
+def tile_configs(block_n: int, training: bool) -> List[Dict[str, Any]]:
+    """The tiles a launch may use for N padded to ``block_n``: the autotuner's space (training forces the
+    chunk length the saved states are laid out by). Each: BLOCK_D, BLOCK_L, num_warps, num_stages."""
+    configs = []
+    for block_d, block_l, warps, stages in TUNED_TILES:
+        cfg = dict(BLOCK_D=fit_tile(block_n, block_d, warps), BLOCK_L=TRAIN_BLOCK_L if training else block_l,
+                   num_warps=warps, num_stages=stages)
+        if cfg not in configs:
+            configs.append(cfg)
+    return configs
+
+
+def default_tile(block_n: int, training: bool) -> Dict[str, Any]:
+    """The tile launched without autotuning (interpreter, MMVSSM_TRITON_AUTOTUNE=0)."""
+    tile = dict(DEFAULT_TILE, BLOCK_D=fit_tile(block_n, DEFAULT_TILE['BLOCK_D'], DEFAULT_TILE['num_warps']))
+    if training:
+        tile['BLOCK_L'] = TRAIN_BLOCK_L
+    return tile
+
+
+def autotuning() -> bool:
+    """Whether CUDA launches are autotuned (MMVSSM_TRITON_AUTOTUNE=0 turns it off)."""
+    return os.environ.get('MMVSSM_TRITON_AUTOTUNE', '1') != '0' and not interpreting()
+
+
+# dB/dC are summed atomically by the backward: each autotuner trial must start from zero.
+_ATOMIC_OUTPUTS = {'selective_scan_bwd_kernel': ['dB_ptr', 'dC_ptr']}
+_TUNING_KEY = ['groups', 'dim_per_group', 'N', 'length_bucket', 'batch']
+
+
+@functools.lru_cache(maxsize=None)
+def _autotuned(kernel_name: str, block_n: int, training: bool):
+    import triton
+    configs = [triton.Config({k: cfg[k] for k in ('BLOCK_D', 'BLOCK_L')}, num_warps=cfg['num_warps'],
+                             num_stages=cfg['num_stages']) for cfg in tile_configs(block_n, training)]
+    return triton.autotune(configs, key=_TUNING_KEY,
+                           reset_to_zero=_ATOMIC_OUTPUTS.get(kernel_name))(getattr(_kernels(), kernel_name))
+
+
+# A tool (triton_resources.py) may record launches instead of running them: list of dicts, or None.
+_recorded_launches: Optional[List[Dict[str, Any]]] = None
+
+
+@contextlib.contextmanager
+def recording_launches() -> Iterator[List[Dict[str, Any]]]:
+    """Within the block, scan-kernel launches are recorded (kernel, arguments, tile) instead of run, and the
+    backend accepts CPU tensors: the outputs are left uninitialised. For compiling the real calls of a model
+    on a machine without a GPU."""
+    global _recorded_launches
+    previous, _recorded_launches = _recorded_launches, []
+    try:
+        yield _recorded_launches
+    finally:
+        _recorded_launches = previous
+
+
+def _record(kernel, args: tuple, options: Dict[str, Any],
+            alternatives: Optional[List[Dict[str, Any]]] = None) -> bool:
+    """Record a launch (its compile-time options, and the autotuner's alternatives) instead of running it,
+    when a tool asked for it (see :func:`recording_launches`)."""
+    if _recorded_launches is None:
+        return False
+    _recorded_launches.append(dict(kernel=kernel, args=args, options=options, alternatives=alternatives or []))
+    return True
+
+
+def _launch(kernel_name: str, rows: int, dim_g: int, args: tuple, flags: Dict[str, Any], block_n: int,
+            training: bool, device: torch.device) -> None:
+    """Launch a scan kernel over (channel blocks, rows), inside the tensors' device, autotuned on CUDA."""
+    def options(tile):
+        return dict(flags, **tile)
+
+    if _record(getattr(_kernels(), kernel_name), args, options(default_tile(block_n, training)),
+               [options(cfg) for cfg in tile_configs(block_n, training)]):
+        return
+    if device.type == 'cuda' and autotuning():
+        kernel = _autotuned(kernel_name, block_n, training)
+        tile = {}
+    else:
+        kernel = getattr(_kernels(), kernel_name)
+        tile = default_tile(block_n, training)
+        tile.pop('num_stages', None)
+
+    def grid(meta):
+        return cdiv(dim_g, meta['BLOCK_D']), rows
+
+    with _on(device):
+        kernel[grid](*args, **flags, **tile)
+
+
+def _on(device: torch.device):
+    """Launch inside the tensors' device: Triton launches on the *current* CUDA device otherwise."""
+    return torch.cuda.device(device) if device.type == 'cuda' else contextlib.nullcontext()
 
 
 def _strides(t: Optional[Tensor], ndim: int, shared_group: bool = False) -> Tuple[int, ...]:
@@ -156,8 +259,7 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, layout, half_map, out_dtype):
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
-        block_d, block_n, block_l = tile_sizes(n_state, length)
-        n_chunks = max(1, cdiv(length, block_l))
+        block_n = state_block(n_state)
         save = any(ctx.needs_input_grad[:8])
         dev = u.device
         out = torch.empty({PLAIN: (batch, groups, dim_g, length), BIDIRECTIONAL: (batch, length, dim_g),
@@ -166,19 +268,17 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         if layout == BIDIRECTIONAL:  # (batch, 1, Dg, L) over (batch, L, Dg) memory: what out_proj reads
             out = out.transpose(1, 2).unsqueeze(1)
         last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
-        ckpt = torch.empty((batch, groups * dim_g, n_chunks, n_state) if save else (1, ),
+        ckpt = torch.empty((batch, groups * dim_g, cdiv(length, TRAIN_BLOCK_L), n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)
-        grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
+        rows = batch * (1 if layout == BIDIRECTIONAL else groups)
         pointers, strides, flags = _input_args(u, delta, A, B, C, D, z, delta_bias, layout)
-        _kernels().selective_scan_fwd_kernel[grid](
-            *pointers, out, last, ckpt, groups, dim_g, length, n_state, n_chunks,
-            *strides, *_out_strides(out, layout), *(half_map or (1, 1)),
-            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, **flags,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+        args = (*pointers, out, last, ckpt, groups, dim_g, length, n_state, batch, _pow2(length),
+                *strides, *_out_strides(out, layout), *(half_map or (1, 1)))
+        _launch('selective_scan_fwd_kernel', rows, dim_g, args,
+                dict(flags, SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save, BLOCK_N=block_n), block_n, save, dev)
         if save:
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
             ctx.options = (bool(delta_softplus), layout, half_map)
-            ctx.tiles = (block_d, block_n, block_l, n_chunks)
         ctx.set_materialize_grads(False)
         return out, last
 
@@ -188,7 +288,7 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         delta_softplus, layout, half_map = ctx.options
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
-        block_d, block_n, block_l, n_chunks = ctx.tiles
+        block_n = state_block(n_state)
         dev = u.device
         if dout is None:  # only the last state reached the loss: a broadcast zero, nothing allocated
             dout = torch.zeros((1, 1, 1, 1), dtype=u.dtype, device=dev).expand(batch, groups, dim_g, length)
@@ -201,16 +301,15 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         dC = torch.zeros_like(dB)
         dD = torch.empty((batch, groups * dim_g), dtype=torch.float32, device=dev)
         dbias = torch.empty_like(dD)
-        grid = (cdiv(dim_g, block_d), batch * (1 if layout == BIDIRECTIONAL else groups))
+        rows = batch * (1 if layout == BIDIRECTIONAL else groups)
         pointers, strides, flags = _input_args(u, delta, A, B, C, D, z, delta_bias, layout)
-        _kernels().selective_scan_bwd_kernel[grid](
-            *pointers, dout, _or(dlast, dA).contiguous(), ckpt,
-            du, ddelta, _or(dz, du), dA, dB, dC, dD, dbias,
-            groups, dim_g, length, n_state, n_chunks,
-            *strides, *_out_strides(dout, layout), *_strides(dz, 4, layout == BIDIRECTIONAL),
-            *(half_map or (1, 1)),
-            SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, **flags,
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, num_warps=NUM_WARPS)
+        args = (*pointers, dout, _or(dlast, dA).contiguous(), ckpt, du, ddelta, _or(dz, du), dA, dB, dC, dD,
+                dbias, groups, dim_g, length, n_state, batch, _pow2(length),
+                *strides, *_out_strides(dout, layout), *_strides(dz, 4, layout == BIDIRECTIONAL),
+                *(half_map or (1, 1)))
+        _launch('selective_scan_bwd_kernel', rows, dim_g, args,
+                dict(flags, SOFTPLUS=delta_softplus, HAS_DLAST=dlast is not None, BLOCK_N=block_n), block_n,
+                True, dev)
         return (du, ddelta, dA.sum(0).view(A.shape).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.sum(0).view(D.shape).to(D.dtype), dz,
                 None if delta_bias is None else dbias.sum(0).view(delta_bias.shape).to(delta_bias.dtype),
@@ -302,9 +401,11 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         k = w0.shape[-1]
         y = torch.empty((batch, 2, dim, length), dtype=u.dtype, device=u.device)
         grid = (cdiv(dim, CONV_BLOCK_D), batch, cdiv(length, CONV_BLOCK_L))
-        kernels.conv_fwd_kernel[grid](u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(),
-                                      *w1.stride(), K=k, BLOCK_D=CONV_BLOCK_D, BLOCK_L=CONV_BLOCK_L,
-                                      num_warps=CONV_NUM_WARPS)
+        args = (u, w0, w1, b0, b1, y, dim, length, *u.stride(), *w0.stride(), *w1.stride())
+        tiles = dict(K=k, BLOCK_D=CONV_BLOCK_D, BLOCK_L=CONV_BLOCK_L, num_warps=CONV_NUM_WARPS)
+        if not _record(kernels.conv_fwd_kernel, args, tiles):
+            with _on(u.device):
+                kernels.conv_fwd_kernel[grid](*args, **tiles)
         ctx.save_for_backward(u, w0, b0, w1, b1)
         return y
 
@@ -320,10 +421,17 @@ class _BidirectionalConvTritonFn(torch.autograd.Function):
         db0, db1 = torch.zeros(dim, **f32), torch.zeros(dim, **f32)
         grid = (cdiv(dim, CONV_BLOCK_D), batch, cdiv(length, CONV_BLOCK_L))
         tiles = dict(K=k, BLOCK_D=CONV_BLOCK_D, BLOCK_L=CONV_BLOCK_L, num_warps=CONV_NUM_WARPS)
-        kernels.conv_bwd_preact_kernel[grid](u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length,
-                                             *u.stride(), *w0.stride(), *w1.stride(), *dy.stride(), **tiles)
         du = torch.empty((batch, dim, length), dtype=u.dtype, device=u.device)
-        kernels.conv_bwd_input_kernel[grid](g, w0, w1, du, dim, length, *w0.stride(), *w1.stride(), **tiles)
+        preact_args = (u, w0, w1, b0, b1, dy, g, dw0, dw1, db0, db1, dim, length, *u.stride(), *w0.stride(),
+                       *w1.stride(), *dy.stride())
+        input_args = (g, w0, w1, du, dim, length, *w0.stride(), *w1.stride())
+        if _recorded_launches is not None:
+            _record(kernels.conv_bwd_preact_kernel, preact_args, tiles)
+            _record(kernels.conv_bwd_input_kernel, input_args, tiles)
+        else:
+            with _on(u.device):
+                kernels.conv_bwd_preact_kernel[grid](*preact_args, **tiles)
+                kernels.conv_bwd_input_kernel[grid](*input_args, **tiles)
         return du, dw0.to(w0.dtype), db0.to(b0.dtype), dw1.to(w1.dtype), db1.to(b1.dtype)
 
 
