@@ -271,22 +271,66 @@ def test_vim_layer_fused_equals_unfused(with_cls_token, img_size):
                                    rtol=1e-3, msg=name)
 
 
-def test_kernels_compile_for_sm90(subprocess_env):
-    """The interpreter runs kernels as Python; this compiles every launched kernel configuration to a
-    cubin for sm_90 (Triton's own compiler and the ptxas it ships: no GPU needed), which catches what only
-    the compiler rejects. In a subprocess: under TRITON_INTERPRET=1 the kernels are not compilable objects."""
+def _compile_tool(subprocess_env, *args):
     import triton
     ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
     if not os.path.exists(ptxas):
         pytest.skip('this Triton has no CUDA backend with ptxas')
     env = {k: v for k, v in subprocess_env.items() if k != 'TRITON_INTERPRET'}
     tool = os.path.join(REPO, 'tools', 'analysis_tools', 'triton_resources.py')
-    result = subprocess.run([sys.executable, tool, '--arch', '90', '--state', '16', '1'], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, tool, '--arch', '90', *args], env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if line.startswith('| ') and '_kernel' in line]
-    assert len(rows) == 2 * 9, result.stdout
-    assert all(int(row.split('|')[5]) > 0 for row in rows)  # ptxas reported the registers of each
+    return [[cell.strip() for cell in line.split('|')[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith('| ') and '_kernel' in line]
+
+
+def test_kernels_compile_for_sm90(subprocess_env):
+    """The interpreter runs kernels as Python; this compiles every launch of the three fused layouts
+    (training: forward + backward, inference: forward) to a cubin for sm_90 with the JIT's run-time
+    specialisation (Triton's compiler and the ptxas it ships: no GPU needed), which catches what only the
+    compiler rejects, and checks the layout the kernels were built for: no spills, no fenced atomics, and
+    the forward's chunk loop free of per-step shuffles (only the sum over N crosses lanes: 1/8 shuffle per
+    state element at N = 16). In a subprocess: under TRITON_INTERPRET=1 kernels are not compilable."""
+    rows = _compile_tool(subprocess_env, '--state', '16', '1', '--shape', '2', '40', '70')
+    assert len(rows) == 2 * 9, rows
+    for workload, kernel, mode, tile, registers, spills, *_, membars in rows:
+        assert int(registers) > 0 and spills == 'no' and membars == '0', (workload, kernel, mode)
+    fwd_n16 = [row for row in rows if row[1] == 'selective_scan_fwd_kernel' and row[3].split(', ')[2] == '16']
+    assert fwd_n16 and all(float(row[9]) <= 0.15 for row in fwd_n16), fwd_n16
+
+
+def test_resource_tool_compiles_a_models_launches(subprocess_env):
+    """``--model``: the launches of Vim-Ti's inference and training, conv and scan kernels alike."""
+    rows = _compile_tool(subprocess_env, '--model', 'vim-ti', '--size', '32', '--batch', '1')
+    kernels = {(row[0].split()[-1], row[1]) for row in rows}
+    assert {('inference', 'conv_fwd_kernel'), ('inference', 'selective_scan_fwd_kernel'),
+            ('training', 'selective_scan_bwd_kernel'), ('training', 'conv_bwd_input_kernel')} <= kernels, rows
+
+
+def test_reversed_direction_equals_flipped_forward_scan():
+    """Direction 1 of the fused kernel (reversed addressing, every scan a forward scan) equals the forward
+    kernel run on the flipped sequence, values and every gradient, over several chunks: the property a
+    compiled ``associative_scan(reverse=True)`` has broken upstream (triton-lang/triton#4362)."""
+    inputs = bidirectional_inputs(length=150)
+    inputs['u'][:, 0] = 0.0  # direction 0 contributes nothing: its u and D are zero
+    inputs['D'][0] = 0.0
+    weight = torch.randn(2, 6, 150, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    inputs = {k: v.float() for k, v in inputs.items()}
+
+    def forward_on_flipped(u, delta, A, B, C, D, z, delta_bias):
+        y = selective_scan(u[:, 1].flip(-1), delta[:, 1].flip(-1), A[1], B[:, 1].flip(-1), C[:, 1].flip(-1),
+                           D[1], z.flip(-1), delta_bias[1], delta_softplus=True, backend='triton')
+        return y.flip(-1)
+
+    y_ref, g_ref = grads_of(forward_on_flipped, {k: v.to(DEVICE) for k, v in inputs.items()}, weight.to(DEVICE))
+    y, g = grads_of(lambda **kw: bidirectional_scan(**kw, delta_softplus=True, backend='triton'),
+                    {k: v.to(DEVICE) for k, v in inputs.items()}, weight.to(DEVICE))
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for name in inputs:  # direction 0's parameters get zero gradients in both (its u and D are zero)
+        got, want = (g[name][:, 1], g_ref[name][:, 1]) if name == 'u' else (g[name], g_ref[name])
+        scale = want.abs().max().item() + 1e-12
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * scale, msg=name)
 
 
 # --------------------------------------------------------------------------------------------------

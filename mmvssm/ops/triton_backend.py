@@ -27,9 +27,12 @@ from .scan_utils import as_groups, cdiv
 # inside each thread, N then channels across lanes, channels across warps (see .triton_scan_kernels). The
 # default tiles compile for sm_90 without spills (tools/analysis_tools/triton_resources.py); on a GPU the
 # autotuner picks among TUNED_TILES per (channels, N, length bucket, batch) unless MMVSSM_TRITON_AUTOTUNE=0.
+# Triton's interpreter costs per operation, not per element: there the chunks are longer (fewer loop
+# iterations, the same arithmetic).
 MAX_STATE = 256
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TRAIN_BLOCK_L = 16  # chunk length when the forward saves the states the backward restarts from
+INTERPRETER_BLOCK_L = 64
 DEFAULT_TILE = dict(BLOCK_D=8, BLOCK_L=16, num_warps=4)
 # (BLOCK_D, BLOCK_L, num_warps, num_stages); BLOCK_L is the inference chunk (training uses TRAIN_BLOCK_L).
 TUNED_TILES = ((4, 16, 2, 1), (8, 16, 4, 1), (8, 32, 4, 1), (16, 16, 4, 1), (16, 16, 8, 1), (8, 16, 4, 2))
@@ -118,12 +121,19 @@ def fit_tile(block_n: int, block_d: int, num_warps: int) -> int:
     return max(block_d, lanes_on_channels * num_warps)
 
 
+def chunk_length(tile_chunk: int, training: bool) -> int:
+    """The chunk length a launch uses: the tile's, or the saved-state layout's when training."""
+    if interpreting():
+        return INTERPRETER_BLOCK_L
+    return TRAIN_BLOCK_L if training else tile_chunk
+
+
 def tile_configs(block_n: int, training: bool) -> List[Dict[str, Any]]:
     """The tiles a launch may use for N padded to ``block_n``: the autotuner's space (training forces the
     chunk length the saved states are laid out by). Each: BLOCK_D, BLOCK_L, num_warps, num_stages."""
     configs = []
     for block_d, block_l, warps, stages in TUNED_TILES:
-        cfg = dict(BLOCK_D=fit_tile(block_n, block_d, warps), BLOCK_L=TRAIN_BLOCK_L if training else block_l,
+        cfg = dict(BLOCK_D=fit_tile(block_n, block_d, warps), BLOCK_L=chunk_length(block_l, training),
                    num_warps=warps, num_stages=stages)
         if cfg not in configs:
             configs.append(cfg)
@@ -133,8 +143,7 @@ def tile_configs(block_n: int, training: bool) -> List[Dict[str, Any]]:
 def default_tile(block_n: int, training: bool) -> Dict[str, Any]:
     """The tile launched without autotuning (interpreter, MMVSSM_TRITON_AUTOTUNE=0)."""
     tile = dict(DEFAULT_TILE, BLOCK_D=fit_tile(block_n, DEFAULT_TILE['BLOCK_D'], DEFAULT_TILE['num_warps']))
-    if training:
-        tile['BLOCK_L'] = TRAIN_BLOCK_L
+    tile['BLOCK_L'] = chunk_length(tile['BLOCK_L'], training)
     return tile
 
 
@@ -268,7 +277,7 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         if layout == BIDIRECTIONAL:  # (batch, 1, Dg, L) over (batch, L, Dg) memory: what out_proj reads
             out = out.transpose(1, 2).unsqueeze(1)
         last = torch.empty((batch, groups * dim_g, n_state), dtype=torch.float32, device=dev)
-        ckpt = torch.empty((batch, groups * dim_g, cdiv(length, TRAIN_BLOCK_L), n_state) if save else (1, ),
+        ckpt = torch.empty((batch, groups * dim_g, cdiv(length, chunk_length(0, True)), n_state) if save else (1, ),
                            dtype=torch.float32, device=dev)
         rows = batch * (1 if layout == BIDIRECTIONAL else groups)
         pointers, strides, flags = _input_args(u, delta, A, B, C, D, z, delta_bias, layout)

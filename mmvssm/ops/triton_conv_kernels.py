@@ -14,12 +14,12 @@ import triton.language as tl
 
 @triton.jit
 def _program_tile(dim, L, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr):
-    """This program's channels d, batch b and positions offs (grid: channel blocks, batch, L blocks), with
-    the channel and (channel, position) masks."""
+    """This program's channels d, batch b (int64: batch offsets may pass 2**31 elements) and positions offs
+    (grid: channel blocks, batch, L blocks), with the channel and (channel, position) masks."""
     d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
     offs = tl.program_id(2) * BLOCK_L + tl.arange(0, BLOCK_L)
     mask_d = d < dim
-    return d, tl.program_id(1), offs, mask_d, mask_d[:, None] & (offs < L)[None, :]
+    return d, tl.program_id(1).to(tl.int64), offs, mask_d, mask_d[:, None] & (offs < L)[None, :]
 
 
 @triton.jit
@@ -105,13 +105,13 @@ def conv_bwd_preact_kernel(u_ptr, w0_ptr, w1_ptr, b0_ptr, b1_ptr, dy_ptr, g_ptr,
     g_row = g_ptr + ((b * 2) * dim + d[:, None]) * L + offs[None, :]
     tl.store(g_row, g0, mask=mask)
     tl.store(g_row + dim * L, g1, mask=mask)
-    tl.atomic_add(db0_ptr + d, tl.sum(g0, axis=1), mask=mask_d)
-    tl.atomic_add(db1_ptr + d, tl.sum(g1, axis=1), mask=mask_d)
+    tl.atomic_add(db0_ptr + d, tl.sum(g0, axis=1), mask=mask_d, sem='relaxed')
+    tl.atomic_add(db1_ptr + d, tl.sum(g1, axis=1), mask=mask_d, sem='relaxed')
     for k in tl.static_range(K):
         tl.atomic_add(dw0_ptr + d * K + k,
-                      tl.sum(g0 * _shifted(u_row, offs, k - (K - 1), mask_d, L, s_u_l), axis=1), mask=mask_d)
+                      tl.sum(g0 * _shifted(u_row, offs, k - (K - 1), mask_d, L, s_u_l), axis=1), mask=mask_d, sem='relaxed')
         tl.atomic_add(dw1_ptr + d * K + k,
-                      tl.sum(g1 * _shifted(u_row, offs, (K - 1) - k, mask_d, L, s_u_l), axis=1), mask=mask_d)
+                      tl.sum(g1 * _shifted(u_row, offs, (K - 1) - k, mask_d, L, s_u_l), axis=1), mask=mask_d, sem='relaxed')
 
 
 @triton.jit

@@ -27,8 +27,9 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+for _path in (REPO_ROOT, osp.dirname(osp.abspath(__file__))):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 # Hopper-class SM limits (sm_80/86/89 differ only slightly; close enough for a proxy).
 REGISTERS_PER_SM = 65536
@@ -108,7 +109,10 @@ def analyse(compiled, num_warps: int, elements_per_iteration: Optional[int]) -> 
                warps_per_sm=occupancy(registers, shared, num_warps))
     ptx = compiled.asm['ptx']
     row['spills'] = local > 0 or bool(re.search(r'\.local\b', ptx))
-    loops = sass_loops(_cuobjdump(compiled.asm['cubin'], '-sass'))
+    sass = _cuobjdump(compiled.asm['cubin'], '-sass')
+    # fenced atomics: a default (acq_rel) atomic compiles to MEMBAR + strong atomic + L1 invalidate
+    row['membars'] = sum(1 for line in sass.splitlines() if re.search(r'\bMEMBAR\b', line))
+    loops = sass_loops(sass)
     if loops and elements_per_iteration:
         per_warp = elements_per_iteration / num_warps
         counts = [collections.Counter(_opcode(t) for t in body) for body in loops]
@@ -118,8 +122,7 @@ def analyse(compiled, num_warps: int, elements_per_iteration: Optional[int]) -> 
                    shfl_per_element=sum(c['SHFL'] for c in counts) / n / per_warp,
                    bar_per_element=sum(c['BAR'] for c in counts) / n / per_warp,
                    mufu_per_element=sum(c['MUFU'] for c in counts) / n / per_warp,
-                   membar_per_loop=sum(c['MEMBAR'] for c in counts) / n,
-                   atomics_per_loop=sum(c['RED'] + c['ATOM'] + c['ATOMG'] for c in counts) / n)
+                   atomics_per_loop=sum(c['RED'] + c['REDG'] + c['ATOM'] + c['ATOMG'] for c in counts) / n)
     return row
 
 
@@ -160,20 +163,37 @@ def _scan_workloads(n_state: int, batch: int, dim: int, length: int):
         atrous_scan(xs, dt, A, B, C, D, bias, delta_softplus=True, height=side, width=side,
                     backend='triton').sum().backward()
 
-    return dict(plain=plain, bidirectional=bidirectional, atrous=atrous)
+    def inference(work):
+        def run():
+            with torch.no_grad():
+                try:
+                    work()
+                except RuntimeError:  # .backward() of an output that needs no grad: the forward ran
+                    pass
+        return run
+
+    works = dict(plain=plain, bidirectional=bidirectional, atrous=atrous)
+    return {**{f'{k} training': v for k, v in works.items()},
+            **{f'{k} inference': inference(v) for k, v in works.items()}}
 
 
 def _model_workload(model: str, size: int, batch: int):
+    """A backbone of benchmark_backbones.py (e.g. vim-ti): its inference forward, and a training forward +
+    backward, bf16 autocast as on a GPU."""
     import torch
-    from mmvssm.analysis_models import build_benchmark_backbone
+    from benchmark_backbones import build_backbone
+    from mmvssm.ops import use_backend
 
-    def run():
-        net = build_benchmark_backbone(model, scan_backend='triton')
+    def run(training: bool):
+        net = build_backbone(model, size)
         x = torch.zeros(batch, 3, size, size)
-        outs = net(x)
-        sum(o.float().sum() for o in (outs if isinstance(outs, (tuple, list)) else [outs])).backward()
+        with use_backend('triton'), torch.autocast('cpu', dtype=torch.bfloat16), torch.set_grad_enabled(training):
+            outs = net(x)
+            if training:
+                sum(o.float().sum() for o in (outs if isinstance(outs, (tuple, list)) else [outs])).backward()
 
-    return {model: run}
+    return {f'{model} {size}² b{batch} inference': lambda: run(False),
+            f'{model} {size}² b{batch} training': lambda: run(True)}
 
 
 def recorded_launches(workloads: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -226,7 +246,7 @@ def print_table(rows: List[Dict[str, Any]], arch: int) -> None:
     print(f'sm_{arch}, compiled with the run-time specialisation of each call; per state element = one (t, d, n) '
           'of the chunk loop, counted per warp')
     print('| workload | kernel | mode | tile (D, L, N or K, warps, stages) | registers | spills | shared | warps/SM | '
-          'instr/elem | shfl/elem | bar/elem | MUFU/elem | MEMBAR/loop | atomics/loop |')
+          'instr/elem | shfl/elem | bar/elem | MUFU/elem | atomics/loop | MEMBARs (kernel) |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         t = r['tile']
@@ -235,7 +255,7 @@ def print_table(rows: List[Dict[str, Any]], arch: int) -> None:
               f"{'yes' if r['spills'] else 'no'} | {r['shared']} | {r['warps_per_sm']} | "
               f"{_fmt(r.get('instr_per_element'))} | {_fmt(r.get('shfl_per_element'), 4)} | "
               f"{_fmt(r.get('bar_per_element'), 4)} | {_fmt(r.get('mufu_per_element'), 4)} | "
-              f"{_fmt(r.get('membar_per_loop'), 1)} | {_fmt(r.get('atomics_per_loop'), 1)} |", flush=True)
+              f"{_fmt(r.get('atomics_per_loop'), 1)} | {r['membars']} |", flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
