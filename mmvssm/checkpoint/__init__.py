@@ -22,7 +22,7 @@ This package knows no model: what each model's files look like lives beside the 
 from .hooks import (DEFAULT_MIN_RESTORED, CheckpointRefused, LoadPolicy, WeightsMismatchError,
                     attach_weight_hooks, convert_state_dict, last_load_report, load_policy, load_pretrained,
                     load_weights, set_load_policy)
-from .read import (ENV_ALLOW_UNSAFE, env_trusts, extract_state_dict, load_checkpoint_file,
+from .read import (ENV_ALLOW_UNSAFE, UnsafeCheckpointError, env_trusts, extract_state_dict, load_checkpoint_file,
                    register_safe_globals, safe_load_globals, strip_prefix)
 from .runner import AtomicCheckpointHook, SafeCheckpointRunner, find_resumable_checkpoint
 from .save import (ATOMIC_BACKEND, CHECKSUM_KEY, AtomicLocalBackend, atomic_save, atomic_write,
@@ -35,7 +35,7 @@ register_safe_schemes()
 __all__ = [
     'DEFAULT_MIN_RESTORED', 'CheckpointRefused', 'LoadPolicy', 'WeightsMismatchError', 'attach_weight_hooks',
     'convert_state_dict', 'last_load_report', 'load_policy', 'load_pretrained', 'load_weights',
-    'set_load_policy', 'ENV_ALLOW_UNSAFE', 'env_trusts', 'extract_state_dict', 'load_checkpoint_file',
+    'set_load_policy', 'ENV_ALLOW_UNSAFE', 'UnsafeCheckpointError', 'env_trusts', 'extract_state_dict', 'load_checkpoint_file',
     'register_safe_globals', 'safe_load_globals', 'strip_prefix', 'AtomicCheckpointHook',
     'SafeCheckpointRunner', 'find_resumable_checkpoint', 'ATOMIC_BACKEND', 'CHECKSUM_KEY',
     'AtomicLocalBackend', 'atomic_save', 'atomic_write', 'remove_stale_temporaries', 'tensor_checksums',

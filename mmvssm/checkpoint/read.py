@@ -25,6 +25,10 @@ import torch
 ENV_ALLOW_UNSAFE = 'MMVSSM_ALLOW_UNSAFE_LOAD'
 
 
+class UnsafeCheckpointError(RuntimeError, pickle.UnpicklingError):
+    """A checkpoint holds Python objects outside the allow-list (an unpickling error, as torch's own)."""
+
+
 def safe_load_globals() -> list:
     """Plain-data classes found in mmengine and official checkpoints; none can run code on load."""
     # Official EfficientVMamba/EfficientViM files pickle their yacs training config (a dict subclass);
@@ -96,7 +100,8 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
 
     Raises:
         FileNotFoundError: the file does not exist.
-        RuntimeError: the file is not a torch checkpoint, or needs classes outside the allow-list.
+        RuntimeError: the file is not a torch checkpoint; :class:`UnsafeCheckpointError` (also a
+            ``pickle.UnpicklingError``) when it needs classes outside the allow-list.
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint file not found: {path!r}; check the path (or the '
@@ -104,11 +109,11 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu', allow_unsafe: Opt
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if 'Unsupported global' not in str(err):  # not a refused class: a broken or foreign file
+        if 'unsupported global' not in str(err).lower():  # not a refused class: a broken or foreign file
             raise RuntimeError(f'{path!r} is not a readable torch checkpoint: {err}') from err
         if allow_unsafe or (allow_unsafe is None and env_trusts(path)):
             return torch.load(path, map_location=map_location, weights_only=False)
-        raise RuntimeError(
+        raise UnsafeCheckpointError(
             f'{path!r} holds Python objects that torch.load(weights_only=True) refuses ({err}). If the '
             f'file comes from a source you trust, load it with allow_unsafe=True or name it in the '
             f'environment: {ENV_ALLOW_UNSAFE}={osp.abspath(path)}') from err
