@@ -1,6 +1,6 @@
 """The backbone contract: what every mmvssm backbone accepts and guarantees (:class:`SSMBackbone`)."""
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -112,7 +112,27 @@ class SSMBackbone(PretrainedInit, BaseModule):
             optional = f' (optional: {sorted(cls.arch_optional)})' if cls.arch_optional else ''
             raise ValueError(f'{name}: an arch dict needs exactly the keys {sorted(required)}{optional}; '
                              f'missing arch keys {sorted(missing)}, unknown arch keys {sorted(unknown)}')
-        return dict(cls.arch_optional, **arch)
+        settings = dict(cls.arch_optional, **arch)
+        cls._check_arch_values(settings, dict(next(iter(cls.arch_zoo.values())), **cls.arch_optional))
+        return settings
+
+    @classmethod
+    def _check_arch_values(cls, settings: dict, reference: dict) -> None:
+        """Each value of the kind the ``arch_zoo``/``arch_optional`` entry has: a positive int where the
+        table holds an int, a positive int or a non-empty list of them where it holds a list (other kinds, e.g.
+        ``dt_rank='auto'``, are checked by the model). A ValueError names the key and the valid range."""
+        def positive_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        for key, value in settings.items():
+            ref = reference.get(key)
+            if isinstance(ref, int) and not isinstance(ref, bool) and not positive_int(value):
+                raise ValueError(f'{cls.__name__}: arch[{key!r}] must be an int >= 1 (e.g. {ref}), got '
+                                 f'{value!r}')
+            if isinstance(ref, (list, tuple)) and not positive_int(value) and not (
+                    isinstance(value, (list, tuple)) and value and all(map(positive_int, value))):
+                raise ValueError(f'{cls.__name__}: arch[{key!r}] must be a list of ints >= 1, one per stage '
+                                 f'(e.g. {list(ref)}), got {value!r}')
 
     # ------------------------------------------------------------------ checks that need the arch
     def _check_frozen_stages(self, num_stages: int, unit: str = 'stages') -> None:
