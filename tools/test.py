@@ -78,6 +78,18 @@ def enable_tta(cfg: Config) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
+def check_runner_applies_policy(cfg: Config) -> None:
+    """The refusals travel as ``load_policy``, which only SafeCheckpointRunner (and subclasses) apply."""
+    from mmengine.registry import RUNNERS
+
+    from mmvssm.checkpoint import SafeCheckpointRunner
+    runner_cls = RUNNERS.get(cfg.runner_type)
+    if runner_cls is not None and not issubclass(runner_cls, SafeCheckpointRunner):
+        raise ToolInputError(f'runner_type={cfg.runner_type!r} does not apply the checks of the weights '
+                             f'(load_policy): derive it from mmvssm.checkpoint.SafeCheckpointRunner, or '
+                             f"test with runner_type='SafeCheckpointRunner'")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """Run the test loop; returns the metrics (also logged and written to the work dir)."""
     args = parse_args(argv)
@@ -109,6 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             dump_file = args.out
         check_data(cfg, ['test_dataloader'])
         check_model_types(cfg)
+        check_runner_applies_policy(cfg)
     except ToolInputError as err:
         sys.exit(f'tools/test.py: error: {err}')
 
