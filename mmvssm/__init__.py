@@ -6,9 +6,10 @@ them (``custom_imports=dict(imports=['mmvssm'])``). The scan ops (``mmvssm.ops``
 models need mmengine; the heads and the EfficientViM FPN also need mmpretrain and mmcv
 (see ``mmvssm.models.toolbox``).
 
-It also lets mmengine's ``CheckpointLoader`` read mmengine's own training checkpoints on torch >= 2.6
-without turning ``weights_only`` off (:func:`mmvssm.engine.checkpoint_io.allow_mmengine_checkpoints`),
-and registers ``NeckWiringCheckHook`` (:mod:`mmvssm.engine.wiring`).
+It also registers, through torch's and mmengine's own extension points and without replacing any of
+their functions, how weights come in and go out (:mod:`mmvssm.checkpoint`: the weights-only allow-list,
+safe loaders for mmengine's URL schemes, ``SafeCheckpointRunner``, ``AtomicCheckpointHook``), and
+``NeckWiringCheckHook`` (:mod:`mmvssm.engine.wiring`).
 """
 from .version import __version__
 from . import ops  # noqa: F401
@@ -21,15 +22,6 @@ except ModuleNotFoundError as err:
     # torch alone (e.g. measuring the scan ops on a bare GPU machine): there is no registry to fill, and
     # `import mmvssm.models` says that mmengine is missing.
 else:
-    from . import datasets, engine, models  # noqa: F401
-    from .engine.checkpoint_io import allow_mmengine_checkpoints
-    from .utils.checkpoint import install_mmengine_loading
-
-    # mmengine's own loader (their tools, inferencers, PretrainedInit) reads mmengine checkpoints on
-    # torch >= 2.6 with weights_only=True and our allow-list of plain-data classes ...
-    allow_mmengine_checkpoints()
-    # ... and, for models that hold an mmvssm module, converts official layouts and refuses checkpoints
-    # that do not fit (load_from, --resume, load_checkpoint, mmseg's/mmdet's tools)
-    install_mmengine_loading()
+    from . import checkpoint, datasets, engine, models  # noqa: F401
 
 __all__ = ['__version__']

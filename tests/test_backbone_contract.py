@@ -200,3 +200,16 @@ def test_weights_come_in_through_init_cfg(spec, tmp_path):
 def test_images_of_the_wrong_shape_are_refused(spec):
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         spec.build()(torch.randn(1, 4, spec.image_size, spec.image_size))
+
+
+@pytest.mark.parametrize('build, message', [
+    (lambda: Vim(arch=dict(embed_dims='32', depth=4)), r"arch\['embed_dims'\] must be an int >= 1 .*got '32'"),
+    (lambda: Vim(arch=dict(embed_dims=0, depth=4)), r"arch\['embed_dims'\] must be an int >= 1 .*got 0"),
+    (lambda: Vim(arch=dict(embed_dims=32, depth=4, d_state=2.5)), r"arch\['d_state'\] must be an int >= 1"),
+    (lambda: Vim(arch=dict(embed_dims=32, depth=4), patch_size=0), r'patch_size must be an int >= 1'),
+    (lambda: EfficientViM(arch=dict(embed_dims=[32, 'a', 64], depths=[1, 1, 1], state_dims=[16, 9, 4])),
+     r"arch\['embed_dims'\] must be a list of ints >= 1"),
+])
+def test_wrong_arch_values_are_value_errors_naming_the_field(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

@@ -6,7 +6,7 @@ EfficientViM's, heads) are the model's own keys, renamed where the official layo
 (EfficientViM's detection neck: ``neck.batch_norm.{i}`` (1, C, 1, 1); Vim's seg backbone: ``fpn{i}``).
 Paths: ``init_cfg=Pretrained`` and ``pretrained=`` of the backbone, mmengine's ``load_checkpoint``, and
 the Runner's ``load_checkpoint`` (what ``load_from``, mmseg's/mmdet's ``tools/test.py`` and ``--resume``
-call).
+call). Each load's report is the one its ``load_state_dict`` post-hook left on the model.
 """
 import os.path as osp
 import re
@@ -19,7 +19,7 @@ from mmengine.runner import load_checkpoint
 from dense_helpers import build_model, load_config
 
 from mmvssm.models.backbones import EfficientViM, EfficientVMamba, Vim
-from mmvssm.utils.checkpoint import WeightsMismatchError, weights_policy
+from mmvssm.checkpoint import WeightsMismatchError, last_load_report, load_policy
 
 FIXTURES = osp.join(osp.dirname(osp.abspath(__file__)), 'fixtures')
 EV_HEAD_KEYS = ('norm.', 'heads.', 'heads_dist.', 'weights', 'weights_dist')
@@ -51,6 +51,20 @@ def save(path, obj) -> str:
     return str(path)
 
 
+def loaded(model: torch.nn.Module, load=None, **policy) -> List[dict]:
+    """``load(model)`` (default: ``model.init_weights()``, the init_cfg path) under ``policy`` (the
+    model's LoadPolicy fields); the report of the load, as a list."""
+    with load_policy(model, **policy):
+        (load or (lambda m: m.init_weights()))(model)
+    report = last_load_report(model)
+    return [report] if report is not None else []
+
+
+def strict_load(model: torch.nn.Module, path: str) -> List[dict]:
+    """mmengine's ``load_checkpoint`` requiring every tensor (as tools/test.py)."""
+    return loaded(model, lambda m: load_checkpoint(m, path), min_restored=1.0, allow_mismatch=False)
+
+
 def assert_all_restored(reports: List[dict]) -> dict:
     assert reports, 'no load was reported'
     report = reports[-1]
@@ -64,12 +78,8 @@ def backbone_paths(cls, kwargs: dict, path: str) -> List[dict]:
     reports = []
     for build in (lambda: cls(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path)),
                   lambda: cls(**kwargs, pretrained=path)):
-        with weights_policy(1.0, allow_mismatch=False) as got:
-            build().init_weights()
-        reports.append(assert_all_restored(got))
-    with weights_policy(1.0, allow_mismatch=False) as got:
-        load_checkpoint(cls(**kwargs), path)
-    reports.append(assert_all_restored(got))
+        reports.append(assert_all_restored(loaded(build())))
+    reports.append(assert_all_restored(strict_load(cls(**kwargs), path)))
     return reports
 
 
@@ -96,14 +106,12 @@ def test_efficient_vmamba_imagenet(tmp_path):
     kwargs = dict(arch='t', out_indices=(0, 1, 2, 3))
     for build in (lambda: EfficientVMamba(**kwargs, init_cfg=dict(type='Pretrained', checkpoint=path)),
                   lambda: EfficientVMamba(**kwargs, pretrained=path)):
-        with weights_policy() as got:
-            build().init_weights()
+        got = loaded(build())
         assert sorted(got[-1]['fresh']) == sorted(f'outnorm{i}.{p}' for i in range(4) for p in ('weight', 'bias'))
         assert_all_restored(got)
     # a whole-model (ImageClassifier) load restores everything, see test_imagenet_files_into_classifier_configs
     with pytest.raises(WeightsMismatchError, match='missing: outnorm0.weight'):
-        with weights_policy(1.0, allow_mismatch=False):
-            load_checkpoint(EfficientVMamba(**kwargs), path)
+        strict_load(EfficientVMamba(**kwargs), path)
 
 
 def test_vim_imagenet(tmp_path):
@@ -124,9 +132,11 @@ def test_imagenet_files_into_classifier_configs(tmp_path):
         official = fixture_state(fixture, section)
         path = save(tmp_path / f'{section}.pth', {'model': official})
         model = build_model(load_config(config).model, 'mmpretrain', init_weights=False)
-        with weights_policy(1.0, allow_mismatch=False) as got:
-            load_checkpoint(model, path)
-        report = assert_all_restored(got)
+        report = assert_all_restored(strict_load(model, path))
+        assert report['unexpected'] == [], (config, report['unexpected'])
+        # torch's own load of the raw official container: the module hooks convert it the same way
+        report = assert_all_restored(loaded(model, lambda m: m.load_state_dict(torch.load(path), strict=False),
+                                            min_restored=1.0, allow_mismatch=False))
         assert report['unexpected'] == [], (config, report['unexpected'])
 
 
@@ -166,9 +176,7 @@ def test_efficient_vim_released_downstream(tmp_path, layout):
     assert state['backbone.stages.0.blocks.0.norm.weight'].shape == (1, 224, 1)
     path = save(tmp_path / f'{layout}.pth', {'state_dict': state, 'meta': {}})
     # load_from / tools/test.py / mmengine.runner.load_checkpoint
-    with weights_policy(1.0, allow_mismatch=False) as got:
-        load_checkpoint(model, path)
-    report = assert_all_restored(got)
+    report = assert_all_restored(strict_load(model, path))
     assert report['unexpected'] == []
     if detection_neck:
         assert torch.equal(model.neck.pre_norms[0].weight, state['neck.batch_norm.0.weight'].flatten())
@@ -189,9 +197,7 @@ def test_vim_released_segmentation(tmp_path):
                 torch.randn(value.shape) if value.is_floating_point() else value.clone())
     assert 'backbone.fpn1.0.weight' in state and 'backbone.norm_f.weight' in state
     path = save(tmp_path / 'upernet_vim_t.pth', {'state_dict': state})
-    with weights_policy(1.0, allow_mismatch=False) as got:
-        load_checkpoint(model, path)
-    report = assert_all_restored(got)
+    report = assert_all_restored(strict_load(model, path))
     assert report['unexpected'] == []  # norm_f (in the file, unused by seg/) is dropped by the converter
     assert torch.equal(model.backbone.pos_embed, state['backbone.pos_embed'])
     backbone_paths(Vim, dict(arch='tiny', img_size=512, out_indices=(5, 11, 17, 23)), path)
@@ -209,9 +215,8 @@ def test_runner_load_checkpoint_converts(tmp_path, tiny_workspace, monkeypatch):
         if re.match(r'backbone\.stages\.\d+\.blocks\.\d+\.norm\.(weight|bias)$', key):
             state[key] = (state[key] + 1).view(1, -1, 1)  # official LayerNorm1D layout
     path = save(tmp_path / 'official_layout.pth', {'state_dict': state})
-    with weights_policy(1.0, allow_mismatch=False) as got:
-        runner.load_checkpoint(path)
-    assert_all_restored(got)
+    assert_all_restored(loaded(runner.model, lambda m: runner.load_checkpoint(path), min_restored=1.0,
+                               allow_mismatch=False))
     assert torch.equal(runner.model.backbone.stages[0].blocks[0].norm.weight,
                        state['backbone.stages.0.blocks.0.norm.weight'].flatten())
 

@@ -1,4 +1,4 @@
-"""Safe checkpoint reading, state-dict extraction and atomic writes (mmvssm.utils.checkpoint)."""
+"""Safe checkpoint reading, state-dict extraction and atomic writes (mmvssm.checkpoint)."""
 import argparse
 import os
 import sys
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmvssm.utils.checkpoint import (ENV_ALLOW_UNSAFE, atomic_save, extract_state_dict,
-                                     load_checkpoint_file, safe_mmengine_checkpoint_loading)
+from mmvssm.checkpoint import ENV_ALLOW_UNSAFE, atomic_save, extract_state_dict, load_checkpoint_file
 
 
 class _CodeRunningObject:
@@ -130,11 +129,22 @@ def test_atomic_save_gives_the_usual_file_mode(tmp_path):
     assert os.stat(tmp_path / 'ckpt.pth').st_mode & 0o777 == 0o644
 
 
-def test_mmengine_loader_is_safe_only_inside_the_context(tmp_path):
+def test_mmengine_loader_reads_mmengine_checkpoints_safely(tmp_path):
     from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
     path = tmp_path / 'resume.pth'
     torch.save({'state_dict': {'a': torch.ones(1)}, 'meta': {'np': np.arange(2)}}, path)
     original = CheckpointLoader._schemes['']
-    with safe_mmengine_checkpoint_loading():
-        assert _load_checkpoint(str(path))['meta']['np'].tolist() == [0, 1]
-    assert CheckpointLoader._schemes[''] is original
+    assert _load_checkpoint(str(path))['meta']['np'].tolist() == [0, 1]
+    assert CheckpointLoader._schemes[''] is original  # loading swaps nothing
+
+
+def test_empty_history_buffer_and_empty_array_load_through_mmengine(tmp_path):
+    """Protocol 2 pickles the (empty) data of an empty numpy array as a call of `bytes`."""
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import _load_checkpoint
+    path = tmp_path / 'iter_1.pth'
+    torch.save({'meta': {'iter': 1, 'empty': np.array([])}, 'state_dict': {'a': torch.zeros(1)},
+                'message_hub': {'log_scalars': {'loss': HistoryBuffer()}}}, path, pickle_protocol=2)
+    ckpt = _load_checkpoint(str(path))
+    assert ckpt['meta']['empty'].shape == (0, )
+    assert len(ckpt['message_hub']['log_scalars']['loss'].data[0]) == 0

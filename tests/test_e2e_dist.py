@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, TOOLS
 from test_e2e_seg import CONFIG, FAST, schedule
 
-from mmvssm.utils import load_checkpoint_file
+from mmvssm.checkpoint import load_checkpoint_file
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import NO_VAL, TINY_CONFIGS
 
-from mmvssm.utils import load_checkpoint_file
+from mmvssm.checkpoint import load_checkpoint_file
 
 pytestmark = pytest.mark.e2e
 CONFIG = osp.join(TINY_CONFIGS, 'upernet_vim_tiny_tiny-ade.py')

@@ -13,7 +13,7 @@ from mmengine.registry import DefaultScope
 from mmvssm.models.backbones.efficient_vim import HSMSSD, EfficientViM
 from mmvssm.models.heads import EfficientViMFusionHead
 from mmvssm.models.necks import EfficientViMFPN
-from mmvssm.utils.checkpoint import load_checkpoint_file
+from mmvssm.checkpoint import load_checkpoint_file
 
 from dense_helpers import (assert_backbone_has_grads, build_model, det_predict, det_train_step, load_config,
                            seg_train_step)

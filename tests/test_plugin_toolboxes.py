@@ -9,6 +9,7 @@ ADE20K/COCO sample with a reduced backbone; the checkpoint it writes is then rea
 necks/heads stop a run before the first iteration with the fix, and that mmengine's loader, after
 ``import mmvssm``, still refuses a pickle that would run code.
 """
+import contextlib
 import importlib
 import os
 import os.path as osp
@@ -116,6 +117,18 @@ def build_like_tools(cfg: Config) -> torch.nn.Module:
         return importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
 
 
+@contextlib.contextmanager
+def without_our_allow_list():
+    """torch's weights-only loading as a process that did not import mmvssm has it (``import mmvssm``
+    registers its allow-list with ``torch.serialization.add_safe_globals``, process-wide)."""
+    ours = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        yield
+    finally:
+        torch.serialization.add_safe_globals(ours)
+
+
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_one_iteration_with_their_runner_then_mmengine_reads_the_checkpoint(name, in_workspace, tmp_path):
     work_dir = str(tmp_path / 'work')
@@ -126,7 +139,7 @@ def test_one_iteration_with_their_runner_then_mmengine_reads_the_checkpoint(name
     assert osp.isfile(ckpt)
     # What torch >= 2.6 does without our allow-list: mmengine's history buffers are refused ...
     if tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 6):
-        with pytest.raises(pickle.UnpicklingError):
+        with without_our_allow_list(), pytest.raises(pickle.UnpicklingError):
             torch.load(ckpt)
     # ... and what mmengine's own loader does after `import mmvssm`: the whole training checkpoint reads.
     raw = CheckpointLoader.load_checkpoint(ckpt, map_location='cpu')
@@ -176,10 +189,10 @@ def test_mmengine_loader_still_refuses_a_pickle_that_runs_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(torch.nn.Linear(1, 1), path, map_location='cpu')
     assert not marker.exists()
-    # the allow-list lives only inside mmengine's load call: a plain torch.load refuses HistoryBuffer
+    # the allow-list is torch's own (add_safe_globals): without it a plain torch.load refuses HistoryBuffer
     from mmengine.logging import HistoryBuffer
     torch.save({'buffer': HistoryBuffer([1.0], [1])}, str(tmp_path / 'hb.pth'))
-    with pytest.raises(pickle.UnpicklingError):
+    with without_our_allow_list(), pytest.raises(pickle.UnpicklingError):
         torch.load(str(tmp_path / 'hb.pth'))
     assert CheckpointLoader.load_checkpoint(str(tmp_path / 'hb.pth'))['buffer'].mean() == 1.0
 

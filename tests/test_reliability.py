@@ -1,8 +1,9 @@
 """Fault tests: a killed save loses at most one interval, a corrupt checkpoint is refused and the previous one
 used, tools/test.py refuses weights that do not fit, bad data and bad hyper-parameters fail naming the problem.
 
-The checkpoint tests train a two-parameter mmengine model with mmengine's own Runner and CheckpointHook
-inside :func:`crash_safe_checkpoints` (as tools/train.py does), so they take a second each.
+The checkpoint tests train a two-parameter mmengine model with the Runner and CheckpointHook our configs
+name (``SafeCheckpointRunner``, ``AtomicCheckpointHook``: mmengine's, extended through subclasses and a
+registered file backend), so they take a second each.
 """
 import os
 import re
@@ -21,8 +22,7 @@ from mmengine.runner import Runner
 
 from conftest import TINY_CONFIGS
 
-from mmvssm.engine.checkpoint_io import crash_safe_checkpoints, find_resumable_checkpoint
-from mmvssm.utils import checkpoint as checkpoint_utils
+from mmvssm.checkpoint import SafeCheckpointRunner, find_resumable_checkpoint
 
 SEG_CONFIG = osp.join(TINY_CONFIGS, 'upernet_vim_tiny_tiny-ade.py')
 OTHER_SEG_CONFIG = osp.join(TINY_CONFIGS, 'upernet_efficient_vim_m1_tiny-ade.py')
@@ -46,13 +46,13 @@ class Toy(BaseModel):
 
 def toy_runner(work_dir: str, max_iters: int, resume: bool = False) -> Runner:
     data = [dict(inputs=torch.tensor([float(i), 1.0]), targets=torch.tensor([float(i)])) for i in range(8)]
-    return Runner(
+    return SafeCheckpointRunner(
         model=Toy(), work_dir=work_dir, experiment_name=f'toy{time.time_ns()}',
         train_dataloader=dict(dataset=data, sampler=dict(type='DefaultSampler', shuffle=False),
                               batch_size=2, collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False,
+        default_hooks=dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1, by_epoch=False,
                                            max_keep_ckpts=1),
                            logger=dict(type='LoggerHook', interval=1)),
         resume=resume, default_scope='mmengine')
@@ -69,14 +69,13 @@ def test_failure_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
             raise KeyboardInterrupt('killed during the save of iter_3')
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_utils.torch, 'save', save_then_die)
-    with crash_safe_checkpoints(), pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(torch, 'save', save_then_die)
+    with pytest.raises(KeyboardInterrupt):
         toy_runner(work_dir, max_iters=5).train()
     monkeypatch.undo()
     assert sorted(f for f in os.listdir(work_dir) if f.endswith(('.pth', '.tmp'))) == ['iter_2.pth']
-    with crash_safe_checkpoints():
-        resumed = toy_runner(work_dir, max_iters=5, resume=True)
-        resumed.train()
+    resumed = toy_runner(work_dir, max_iters=5, resume=True)
+    resumed.train()
     assert resumed.iter == 5
     assert sorted(f for f in os.listdir(work_dir) if f.endswith('.pth')) == ['iter_5.pth']
 
@@ -85,19 +84,14 @@ KILLED_CHILD = textwrap.dedent('''
     import os, sys, time, torch
     sys.path.insert(0, {tests!r})
     from test_reliability import toy_runner
-    from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
-    from mmvssm.utils import checkpoint as checkpoint_utils
-    real_save = torch.save
-    def slow_save(obj, f, *args, **kwargs):
-        if obj['meta']['iter'] == 3:
-            f.write(b'PK half')
-            f.flush()
+    real_replace = os.replace
+    def slow_publish(src, dst):  # the bytes of iter_3 are in their temporary file, not yet renamed
+        if dst.endswith('iter_3.pth'):
             open({marker!r}, 'w').close()
             time.sleep(600)
-        return real_save(obj, f, *args, **kwargs)
-    checkpoint_utils.torch.save = slow_save
-    with crash_safe_checkpoints():
-        toy_runner({work_dir!r}, max_iters=5).train()
+        return real_replace(src, dst)
+    os.replace = slow_publish
+    toy_runner({work_dir!r}, max_iters=5).train()
 ''')
 
 
@@ -123,18 +117,16 @@ def test_sigkill_during_save_loses_one_interval(tmp_path, subprocess_env):
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
     work_dir = str(tmp_path)
-    with crash_safe_checkpoints():
-        toy_runner(work_dir, max_iters=2).train()
-        shutil.copy(osp.join(work_dir, 'iter_2.pth'), osp.join(work_dir, 'kept'))
-        toy_runner(work_dir, max_iters=3, resume=True).train()  # max_keep_ckpts=1 deletes iter_2
+    toy_runner(work_dir, max_iters=2).train()
+    shutil.copy(osp.join(work_dir, 'iter_2.pth'), osp.join(work_dir, 'kept'))
+    toy_runner(work_dir, max_iters=3, resume=True).train()  # max_keep_ckpts=1 deletes iter_2
     os.replace(osp.join(work_dir, 'kept'), osp.join(work_dir, 'iter_2.pth'))
     # the newest is damaged, as by a disk error or another writer
     with open(osp.join(work_dir, 'iter_3.pth'), 'r+b') as f:
         f.truncate(100)
     assert find_resumable_checkpoint(work_dir) == osp.join(work_dir, 'iter_2.pth')
-    with crash_safe_checkpoints():
-        resumed = toy_runner(work_dir, max_iters=4, resume=True)
-        resumed.train()
+    resumed = toy_runner(work_dir, max_iters=4, resume=True)
+    resumed.train()
     assert resumed.iter == 4  # 2 resumed + 2 trained
     log = ''.join(open(osp.join(dp, f)).read() for dp, _, fs in os.walk(work_dir) for f in fs if f.endswith('.log'))
     assert 'refusing to resume from' in log and 'iter_3.pth' in log

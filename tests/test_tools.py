@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import TINY_CONFIGS, TINY_SAMPLE, load_tool
 
-from mmvssm.engine.checkpoint_io import crash_safe_checkpoints, find_resumable_checkpoint
+from mmvssm.checkpoint import ATOMIC_BACKEND, find_resumable_checkpoint
 
 SEG_CONFIG = osp.join(TINY_CONFIGS, 'upernet_vim_tiny_tiny-ade.py')
 DET_CONFIG = osp.join(TINY_CONFIGS, 'mask_rcnn_vim_tiny_tiny-coco.py')
@@ -88,12 +88,12 @@ def _disk_full(fd):
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / 'iter_2.pth')
-    with crash_safe_checkpoints():
-        mmengine_runner_module.save_checkpoint({'state_dict': {'w': torch.ones(3)}}, path)
-        # the new bytes are written, then flushing them to disk fails
-        monkeypatch.setattr(os, 'fsync', _disk_full)
-        with pytest.raises(OSError, match='No space left'):
-            mmengine_runner_module.save_checkpoint({'state_dict': {'w': torch.zeros(3)}}, path)
+    atomic = dict(backend=ATOMIC_BACKEND)  # what AtomicCheckpointHook hands mmengine's writer
+    mmengine_runner_module.save_checkpoint({'state_dict': {'w': torch.ones(3)}}, path, backend_args=atomic)
+    # the new bytes are written, then flushing them to disk fails
+    monkeypatch.setattr(os, 'fsync', _disk_full)
+    with pytest.raises(OSError, match='No space left'):
+        mmengine_runner_module.save_checkpoint({'state_dict': {'w': torch.zeros(3)}}, path, backend_args=atomic)
     monkeypatch.undo()
     # the previous checkpoint is intact and no partial file is left behind
     assert os.listdir(tmp_path) == ['iter_2.pth']
@@ -101,12 +101,13 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # as mmengine's own writer
     assert torch.equal(torch.load(path)['state_dict']['w'], torch.ones(3))
-    # outside the block mmengine's own writer is back
+    # mmengine's own writer, through its file-backend extension point
     assert mmengine_runner_module.save_checkpoint.__module__ == 'mmengine.runner.checkpoint'
 
 
 def test_plain_mmengine_checkpoint_write_truncates(tmp_path, monkeypatch):
-    """Why the patch exists: mmengine writes into the final path, a failure leaves it truncated."""
+    """Why the atomic backend exists: mmengine's local backend writes into the final path, a failure
+    leaves it truncated."""
     path = str(tmp_path / 'iter_2.pth')
     mmengine_runner_module.save_checkpoint({'w': torch.ones(3)}, path)
 

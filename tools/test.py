@@ -6,8 +6,11 @@ The config's ``default_scope`` ('mmseg' or 'mmdet') decides the task, as in ``to
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 The checkpoint must fit the model: unless every tensor of the model is restored from it
-(``--min-restored`` lowers the fraction) and none has another shape, the tool exits with status 1
-instead of printing metrics of partly random weights.
+(``--min-restored`` lowers the fraction), none has another shape, none is NaN/Inf, none is left unused
+under the model's own module names (another arch of the same family) and, for a file our
+``AtomicCheckpointHook`` wrote, every tensor still matches the checksum stored with it, the tool exits
+with status 1 instead of printing metrics of wrong weights. The rule travels as the runner's
+``load_policy`` (:class:`mmvssm.checkpoint.LoadPolicy`).
 
 ``--out`` follows each library's tool: segmentation writes the predicted label maps as PNG into the
 folder OUT (mmseg, raw ADE20K label values); detection dumps the predictions into the pickle file OUT
@@ -21,8 +24,7 @@ from typing import Dict, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
 
-from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
-from mmvssm.utils.checkpoint import WeightsMismatchError, weights_policy
+from mmvssm.checkpoint import WeightsMismatchError
 from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
                                   check_data, check_model_types, load_config, parse_tool_args)
 
@@ -76,6 +78,18 @@ def enable_tta(cfg: Config) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
+def check_runner_applies_policy(cfg: Config) -> None:
+    """The refusals travel as ``load_policy``, which only SafeCheckpointRunner (and subclasses) apply."""
+    from mmengine.registry import RUNNERS
+
+    from mmvssm.checkpoint import SafeCheckpointRunner
+    runner_cls = RUNNERS.get(cfg.runner_type)
+    if runner_cls is not None and not issubclass(runner_cls, SafeCheckpointRunner):
+        raise ToolInputError(f'runner_type={cfg.runner_type!r} does not apply the checks of the weights '
+                             f'(load_policy): derive it from mmvssm.checkpoint.SafeCheckpointRunner, or '
+                             f"test with runner_type='SafeCheckpointRunner'")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """Run the test loop; returns the metrics (also logged and written to the work dir)."""
     args = parse_args(argv)
@@ -89,6 +103,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             raise ToolInputError(f'checkpoint {args.checkpoint!r} not found; pass the .pth written by '
                                  f'tools/train.py (work_dirs/<config name>/iter_N.pth)')
         cfg.load_from = args.checkpoint
+        # a metric is only printed for the weights of the checkpoint (SafeCheckpointRunner applies it)
+        cfg.setdefault('runner_type', 'SafeCheckpointRunner')
+        cfg.load_policy = dict(cfg.get('load_policy') or {}, min_restored=args.min_restored,
+                               allow_mismatch=False, finite=True, own_unused=True)
         if args.show_dir:
             enable_visualization(cfg, args.show_dir)
         if args.tta:
@@ -103,20 +121,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             dump_file = args.out
         check_data(cfg, ['test_dataloader'])
         check_model_types(cfg)
+        check_runner_applies_policy(cfg)
     except ToolInputError as err:
         sys.exit(f'tools/test.py: error: {err}')
 
-    # a metric is only printed for the weights of the checkpoint: one that does not fit the model (too
-    # few tensors restored, tensors of other shapes) stops the run with exit status 1
-    with crash_safe_checkpoints(), weights_policy(args.min_restored, allow_mismatch=False):
-        runner = build_runner(cfg)
-        if dump_file is not None:
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=dump_file))
-        try:
-            return runner.test()
-        except WeightsMismatchError as err:
-            sys.exit(f'tools/test.py: error: {args.checkpoint} does not fit {args.config}: {err}')
+    runner = build_runner(cfg)
+    if dump_file is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=dump_file))
+    try:
+        return runner.test()
+    except WeightsMismatchError as err:  # the refusal names the file and the tensors
+        sys.exit(f'tools/test.py: error: {args.checkpoint} does not fit {args.config}: {err}')
 
 
 if __name__ == '__main__':

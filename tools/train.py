@@ -11,7 +11,9 @@ iteration, optimizer, scheduler, message hub and the random seed; the random num
 re-seeded from that seed, not continued, so a resumed run is not bit-identical to an uninterrupted one).
 A checkpoint that cannot be read is refused with an error in the log and the previous one is used.
 Checkpoints are written atomically and the one beyond ``max_keep_ckpts`` is deleted only after the new
-one is complete, so a kill at any moment loses at most one checkpoint interval. Multi-process: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
+one is complete, so a kill at any moment loses at most one checkpoint interval: the config's
+``runner_type='SafeCheckpointRunner'`` and ``default_hooks.checkpoint.type='AtomicCheckpointHook'``
+(:mod:`mmvssm.checkpoint.runner`, set by our runtime bases) do it, as in mmseg's/mmdet's own tools. Multi-process: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh``.
 """
 import argparse
 import os.path as osp
@@ -22,8 +24,7 @@ import torch
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from mmvssm.engine.checkpoint_io import crash_safe_checkpoints
-from mmvssm.utils.checkpoint import WeightsMismatchError
+from mmvssm.checkpoint import WeightsMismatchError
 from mmvssm.engine.launch import (ToolInputError, adapt_to_device, add_common_args, build_runner,
                                   check_data, check_model_types, load_config, parse_tool_args)
 
@@ -84,12 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Runner:
     except ToolInputError as err:
         sys.exit(f'tools/train.py: error: {err}')
 
-    with crash_safe_checkpoints():
-        runner = build_runner(cfg)
-        try:
-            runner.train()
-        except WeightsMismatchError as err:  # load_from / --resume of a checkpoint of another model
-            sys.exit(f'tools/train.py: error: {err}')
+    runner = build_runner(cfg)
+    try:
+        runner.train()
+    except WeightsMismatchError as err:  # load_from / --resume of a checkpoint of another model
+        sys.exit(f'tools/train.py: error: {err}')
     return runner
 
 

@@ -3,5 +3,8 @@
 # A config that sets `custom_hooks` replaces this list: keep ValidateData in it.
 _base_ = ['mmdet::_base_/default_runtime.py']
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+# mmvssm's Runner and CheckpointHook (mmvssm.checkpoint): atomic saves, pruning after the new file, resume
+# from the newest readable checkpoint, the load policy; mmseg's/mmdet's own tools honour both.
+runner_type = 'SafeCheckpointRunner'
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', max_keep_ckpts=3))
 custom_hooks = [dict(type='ValidateData')]

@@ -17,6 +17,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+runner_type = 'SafeCheckpointRunner'  # crash-safe checkpoints (mmvssm.checkpoint)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 epochs = 300  # E (300 or 450); the run lasts E + 10 cooldown epochs
 model = dict(
     type='ImageClassifier',

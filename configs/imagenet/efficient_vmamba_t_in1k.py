@@ -11,6 +11,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+runner_type = 'SafeCheckpointRunner'  # crash-safe checkpoints (mmvssm.checkpoint)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='EfficientVMamba', arch='t', out_indices=(3, ), drop_path_rate=0.1),

@@ -12,6 +12,8 @@ _base_ = [
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+runner_type = 'SafeCheckpointRunner'  # crash-safe checkpoints (mmvssm.checkpoint)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 embed_dims = 192
 model = dict(
     type='ImageClassifier',

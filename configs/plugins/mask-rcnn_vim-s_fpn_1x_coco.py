@@ -9,6 +9,11 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py', 'mmdet::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+# The two lines for crash-safe checkpoints (atomic saves, pruning after the new file is complete, resume
+# from the newest readable checkpoint; mmvssm.checkpoint). Without them mmengine's own Runner and
+# CheckpointHook are used, and weights still load, convert and are checked the same way.
+runner_type = 'SafeCheckpointRunner'
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 embed_dims = 384
 model = dict(
     backbone=dict(

@@ -8,6 +8,11 @@ _base_ = [
     'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_80k.py'
 ]
 custom_imports = dict(imports=['mmvssm'], allow_failed_imports=False)
+# The two lines for crash-safe checkpoints (atomic saves, pruning after the new file is complete, resume
+# from the newest readable checkpoint; mmvssm.checkpoint). Without them mmengine's own Runner and
+# CheckpointHook are used, and weights still load, convert and are checked the same way.
+runner_type = 'SafeCheckpointRunner'
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 crop_size = (512, 512)
 dims = [128, 192, 320]
 model = dict(

@@ -31,6 +31,6 @@ param_scheduler = [
 ]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=2))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=2, max_keep_ckpts=2))
 log_processor = dict(window_size=10)
 randomness = dict(seed=0)

@@ -74,7 +74,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
 # Runner would silently ignore.
 _HELPER_KEYS = ('train_pipeline', 'val_pipeline', 'test_pipeline', 'tta_pipeline', 'tta_model',
                 'dataset_type', 'data_root', 'backend_args', 'img_scale', 'crop_size', 'norm_cfg',
-                'data_preprocessor', 'custom_imports', 'runner_type', 'model_wrapper', 'pretrained')
+                'data_preprocessor', 'custom_imports', 'runner_type', 'model_wrapper', 'pretrained',
+                'load_policy')  # SafeCheckpointRunner's (mmvssm.checkpoint.runner)
 
 
 def runner_keys() -> List[str]:

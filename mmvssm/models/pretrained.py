@@ -4,13 +4,11 @@ is shorthand.
 Shared by the backbones (:class:`~mmvssm.models.backbones.base.SSMBackbone`) and the heads that load
 official weights, which must not import each other: the ``init_cfg`` routing, and the official key
 layouts that a backbone, its neck and its head share. Reading, converting (through the models'
-``convert_checkpoint``) and loading checkpoint files is :mod:`mmvssm.utils.checkpoint`'s job.
+``convert_checkpoint``) and loading checkpoint files is :mod:`mmvssm.checkpoint`'s job.
 """
-from typing import Dict
+from typing import Any, Dict, Optional
 
 from torch import Tensor
-
-from mmvssm.utils.checkpoint import pretrained_init_cfg
 
 # Keys of the official EfficientViM classifier that are not part of the backbone: the fusion head
 # (:class:`~mmvssm.models.heads.EfficientViMFusionHead`) owns them, the backbone drops them.
@@ -27,6 +25,18 @@ def flatten_norm_params(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
             value = value.flatten()
         out[key] = value
     return out
+
+
+def pretrained_init_cfg(init_cfg: Any, owner: str) -> Optional[dict]:
+    """``init_cfg`` when it is ``dict(type='Pretrained', checkpoint=PATH, ...)``, else None.
+
+    A Pretrained config without ``checkpoint`` is an error naming ``owner``.
+    """
+    if not (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'):
+        return None
+    if 'checkpoint' not in init_cfg:
+        raise ValueError(f"{owner}: init_cfg type 'Pretrained' needs `checkpoint=PATH`, got {init_cfg}")
+    return init_cfg
 
 
 class PretrainedInit:

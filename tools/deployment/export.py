@@ -70,7 +70,7 @@ def build(config: str, checkpoint: Optional[str], scope: str) -> Tuple[nn.Module
     """The model (or its backbone) in eval mode, with the checkpoint's weights when given."""
     from mmengine.config import Config
 
-    from mmvssm.utils.checkpoint import extract_state_dict, load_checkpoint_file
+    from mmvssm.checkpoint import extract_state_dict, load_checkpoint_file
     from mmvssm.utils.flops import build_model_from_cfg
     if not osp.isfile(config):
         raise UsageError(f'config {config!r} not found')

@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 from mmvssm.models.backbones.efficient_vim import official_to_classifier  # noqa: E402
-from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file  # noqa: E402
+from mmvssm.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file  # noqa: E402
 
 
 def convert(checkpoint: dict, use_ema: bool = False) -> dict:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 from torch import Tensor
 
 from mmvssm.models.backbones.efficient_vmamba import official_to_classifier
-from mmvssm.utils.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file
+from mmvssm.checkpoint import atomic_save, extract_state_dict, load_checkpoint_file
 
 
 def convert(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -5,4 +5,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=40000, by_epoch=False),
 ]
 train_cfg = dict(max_iters=40000, val_interval=4000)
-default_hooks = dict(checkpoint=dict(interval=4000))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=4000))

@@ -5,4 +5,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=60000, by_epoch=False),
 ]
 train_cfg = dict(max_iters=60000, val_interval=6000)
-default_hooks = dict(checkpoint=dict(interval=6000))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=6000))

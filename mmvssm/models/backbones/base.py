@@ -1,6 +1,6 @@
 """The backbone contract: what every mmvssm backbone accepts and guarantees (:class:`SSMBackbone`)."""
 import logging
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmvssm.ops import backend_plan
-from mmvssm.utils.checkpoint import DEFAULT_MIN_RESTORED, load_pretrained
+from mmvssm.checkpoint import DEFAULT_MIN_RESTORED, attach_weight_hooks, load_pretrained
 from ..layers.patch_embed import check_images  # noqa: F401  (re-exported: the backbones' input check)
 from ..pretrained import PretrainedInit
 
@@ -40,8 +40,10 @@ class SSMBackbone(PretrainedInit, BaseModule):
       both is a ValueError. The file is read safely (``weights_only=True``), the weights are found inside
       whatever container holds them (official ``model``/``model_ema``, mmengine ``state_dict``,
       ``backbone.`` prefixes of whole-model checkpoints), converted by :meth:`convert_checkpoint` and loaded
-      through :func:`mmvssm.utils.checkpoint.load_pretrained` with a restored/expected report; restoring too
-      little, or tensors of other shapes, is an error.
+      through :func:`mmvssm.checkpoint.load_pretrained` with a restored/expected report; restoring too
+      little, or tensors of other shapes, is an error. Any other load (``load_from``, mmengine's
+      ``load_checkpoint``, ``model.load_state_dict``) converts and checks the same way, through the
+      ``load_state_dict`` hooks every backbone attaches (:mod:`mmvssm.checkpoint.hooks`).
     * ``forward(images)`` takes (B, in_channels, H, W) (anything else: ValueError) and returns a tuple with
       one feature per ``out_indices`` entry.
 
@@ -84,6 +86,7 @@ class SSMBackbone(PretrainedInit, BaseModule):
                                 f'{pretrained!r}')
             init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=init_cfg)
+        attach_weight_hooks(self)  # official layouts are converted and checked on every load
         if not isinstance(frozen_stages, int) or frozen_stages < -1:
             raise ValueError(f'frozen_stages must be an int >= -1, got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
@@ -109,7 +112,27 @@ class SSMBackbone(PretrainedInit, BaseModule):
             optional = f' (optional: {sorted(cls.arch_optional)})' if cls.arch_optional else ''
             raise ValueError(f'{name}: an arch dict needs exactly the keys {sorted(required)}{optional}; '
                              f'missing arch keys {sorted(missing)}, unknown arch keys {sorted(unknown)}')
-        return dict(cls.arch_optional, **arch)
+        settings = dict(cls.arch_optional, **arch)
+        cls._check_arch_values(settings, dict(next(iter(cls.arch_zoo.values())), **cls.arch_optional))
+        return settings
+
+    @classmethod
+    def _check_arch_values(cls, settings: dict, reference: dict) -> None:
+        """Each value of the kind the ``arch_zoo``/``arch_optional`` entry has: a positive int where the
+        table holds an int, a positive int or a non-empty list of them where it holds a list (other kinds, e.g.
+        ``dt_rank='auto'``, are checked by the model). A ValueError names the key and the valid range."""
+        def positive_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+        for key, value in settings.items():
+            ref = reference.get(key)
+            if isinstance(ref, int) and not isinstance(ref, bool) and not positive_int(value):
+                raise ValueError(f'{cls.__name__}: arch[{key!r}] must be an int >= 1 (e.g. {ref}), got '
+                                 f'{value!r}')
+            if isinstance(ref, (list, tuple)) and not positive_int(value) and not (
+                    isinstance(value, (list, tuple)) and value and all(map(positive_int, value))):
+                raise ValueError(f'{cls.__name__}: arch[{key!r}] must be a list of ints >= 1, one per stage '
+                                 f'(e.g. {list(ref)}), got {value!r}')
 
     # ------------------------------------------------------------------ checks that need the arch
     def _check_frozen_stages(self, num_stages: int, unit: str = 'stages') -> None:
@@ -176,7 +199,7 @@ class SSMBackbone(PretrainedInit, BaseModule):
                         min_restored: float = DEFAULT_MIN_RESTORED) -> Dict[str, list]:
         """Load a checkpoint file (official layout or ours) into this backbone.
 
-        See :func:`mmvssm.utils.checkpoint.load_pretrained`: the keys under ``prefix`` (default: the
+        See :func:`mmvssm.checkpoint.load_pretrained`: the keys under ``prefix`` (default: the
         ``backbone.`` part of a whole-model file) are converted, loaded and reported; restoring less than
         ``min_restored`` of this backbone's tensors, or any tensor of another shape, is an error.
 

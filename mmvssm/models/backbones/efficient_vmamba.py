@@ -25,7 +25,6 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from mmvssm.ops import atrous_scan
-from mmvssm.utils.checkpoint import strip_prefix
 # atrous_scan_index/atrous_scatter: re-exported, the scan order is part of this model's definition
 from mmvssm.ops.atrous import (NUM_DIRECTIONS, atrous_gather, atrous_scan_index,  # noqa: F401
                                atrous_scatter)
@@ -251,12 +250,12 @@ _IR_STAGE_KEY = re.compile(r'^layers\.(\d+)\.(\d+)\.(.+)$')
 def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """Official ``EfficientVSSM`` / ``Backbone_EfficientVSSM`` keys -> ours (``classifier.*`` kept).
 
-    Strips leading ``module.`` prefixes (EMA of a DDP model saves ``module.module.``). Keys already
-    in our layout pass through unchanged. In the official inverted-residual stages (``layers.i.n.*``)
+    Keys already in our layout pass through unchanged (``module.`` prefixes are stripped before, by
+    :func:`mmvssm.checkpoint.extract_state_dict`). In the official inverted-residual stages (``layers.i.n.*``)
     element 0 is a Permute, blocks are 1..depth and the downsample is the element holding
     ``reduction.weight``.
     """
-    state = strip_prefix(state_dict, 'module.', only_if_all=True)
+    state = state_dict
     downsample_index = {}
     for key in state:
         match = _IR_STAGE_KEY.match(key)

@@ -7,7 +7,7 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from mmvssm.utils.checkpoint import load_pretrained
+from mmvssm.checkpoint import attach_weight_hooks, load_pretrained
 from ..layers import ChannelLayerNorm
 from ..pretrained import EFFICIENT_VIM_HEAD_KEY_PREFIXES, PretrainedInit, flatten_norm_params
 
@@ -44,6 +44,7 @@ class EfficientViMFusionHead(PretrainedInit, ClsHead):
                  init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
                  **kwargs) -> None:
         super().__init__(loss=loss, init_cfg=init_cfg, **kwargs)
+        attach_weight_hooks(self)  # official layout: converted on load (convert_checkpoint)
         if not isinstance(num_classes, int) or num_classes <= 0:
             raise ValueError(f'EfficientViMFusionHead: num_classes must be a positive int, got {num_classes!r}')
         if len(in_channels) < 1:
@@ -106,7 +107,7 @@ class EfficientViMFusionHead(PretrainedInit, ClsHead):
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official classifier layout -> this head: its keys (``norm.*``, ``heads*``, ``weights*``) with
         flattened LayerNorm parameters; the distillation heads are dropped when this head has none.
-        Called on the keys under this head's name (:mod:`mmvssm.utils.checkpoint`)."""
+        Called on the keys under this head's name (:mod:`mmvssm.checkpoint.hooks`)."""
         state = flatten_norm_params({k: v for k, v in state_dict.items()
                                      if k.startswith(EFFICIENT_VIM_HEAD_KEY_PREFIXES)})
         if not self.distillation:
@@ -115,5 +116,5 @@ class EfficientViMFusionHead(PretrainedInit, ClsHead):
 
     def load_pretrained(self, path: str) -> Dict[str, list]:
         """Load the head from an official checkpoint (any envelope) or an mmvssm/mmpretrain one
-        (:func:`mmvssm.utils.checkpoint.load_pretrained`, ``head.`` part of a whole-model file)."""
+        (:func:`mmvssm.checkpoint.load_pretrained`, ``head.`` part of a whole-model file)."""
         return load_pretrained(self, path, default_prefix='head.')

@@ -46,6 +46,10 @@ class PatchEmbed(nn.Module):
         self.in_channels, self.owner, self.pad_to_patches = in_channels, owner, pad_to_patches
         self.patch_size = to_pair(patch_size)
         self.stride = to_pair(stride if stride is not None else patch_size)
+        for name, value in (('patch_size', self.patch_size), ('stride', self.stride)):
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                raise ValueError(f'{owner}: {name} must be an int >= 1 or a pair of them, got '
+                                 f'{patch_size if name == "patch_size" else stride!r}')
         self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=self.patch_size, stride=self.stride)
         self.norm = nn.LayerNorm(embed_dims) if norm else None
 

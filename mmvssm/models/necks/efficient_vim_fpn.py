@@ -17,6 +17,8 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from mmvssm.checkpoint import attach_weight_hooks
+
 from ..layers import ChannelLayerNorm
 from ..pretrained import flatten_norm_params
 
@@ -63,6 +65,7 @@ class EfficientViMFPN(BaseModule):
                  upsample_cfg: dict = dict(mode='nearest'),
                  init_cfg: Optional[dict] = dict(type='Xavier', layer='Conv2d', distribution='uniform')) -> None:
         super().__init__(init_cfg=init_cfg)
+        attach_weight_hooks(self)  # official layout: converted on load (convert_checkpoint)
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_outs = num_outs
@@ -120,7 +123,7 @@ class EfficientViMFPN(BaseModule):
     def convert_checkpoint(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Official ``EfficientViTFPN`` layout -> ours: the pre-norms are ``batch_norm.{i}`` LayerNorm2D
         with (1, C, 1, 1) parameters, ours ``pre_norms.{i}`` with (C,). Called on the keys under this
-        neck's name whenever weights enter a model holding it (:mod:`mmvssm.utils.checkpoint`)."""
+        neck's name whenever weights enter a model holding it (:mod:`mmvssm.checkpoint.hooks`)."""
         renamed = {('pre_norms.' + k[len('batch_norm.'):]) if k.startswith('batch_norm.') else k: v
                    for k, v in state_dict.items()}
         return flatten_norm_params(renamed)
