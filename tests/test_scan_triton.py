@@ -216,6 +216,15 @@ def test_bidirectional_scan_fused_equals_unfused(length):
         assert err <= 1e-4 * scale, f'{name}: max error {err:.3g}, scale {scale:.3g}'
 
 
+@pytest.mark.parametrize('halves', [False, True])
+def test_both_forward_layouts(monkeypatch, halves):
+    """The forward's two tile layouts the autotuner chooses between (the state as one N-wide tile, or as
+    two halves of N): values and every gradient, over several chunks, plain with groups and bidirectional."""
+    monkeypatch.setitem(triton_backend.DEFAULT_TILE, 'HALVES', halves)
+    check_values_and_grads(make_inputs(length=150, groups=2), torch.float32, delta_softplus=True)
+    test_bidirectional_scan_fused_equals_unfused(150)
+
+
 def test_bidirectional_conv_fused_equals_official_flip():
     """Direction 1 = silu(causal_conv(flip(u), w1)) as the official layer computes it: in scan order from the
     PyTorch path, in the stored order (flipped back) from the fused kernel."""

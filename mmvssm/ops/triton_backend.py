@@ -33,9 +33,11 @@ MAX_STATE = 256
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TRAIN_BLOCK_L = 16  # chunk length when the forward saves the states the backward restarts from
 INTERPRETER_BLOCK_L = 64
-DEFAULT_TILE = dict(BLOCK_D=8, BLOCK_L=16, num_warps=4)
-# (BLOCK_D, BLOCK_L, num_warps, num_stages); BLOCK_L is the inference chunk (training uses TRAIN_BLOCK_L).
-TUNED_TILES = ((4, 16, 2, 1), (8, 16, 4, 1), (8, 32, 4, 1), (16, 16, 4, 1), (16, 16, 8, 1), (8, 16, 4, 2))
+DEFAULT_TILE = dict(BLOCK_D=8, BLOCK_L=16, num_warps=4, HALVES=True)
+# (BLOCK_D, BLOCK_L, num_warps, num_stages, HALVES); BLOCK_L is the inference chunk (training:
+# TRAIN_BLOCK_L); HALVES (the forward's state as two halves of N) applies to the forward kernel only.
+TUNED_TILES = ((8, 16, 4, 1, True), (8, 32, 4, 1, True), (16, 16, 8, 1, True),
+               (4, 16, 2, 1, False), (8, 16, 4, 1, False), (16, 16, 4, 1, False), (16, 16, 8, 1, False))
 
 
 def interpreting() -> bool:
@@ -109,16 +111,21 @@ def _pow2(x: int) -> int:
 
 
 def state_block(n_state: int) -> int:
-    """BLOCK_N: N rounded up to a power of two."""
-    return _pow2(n_state)
+    """BLOCK_N: N rounded up to a power of two, at least 2 (the forward may hold it as two halves)."""
+    return max(2, _pow2(n_state))
 
 
-def fit_tile(block_n: int, block_d: int, num_warps: int) -> int:
-    """BLOCK_D raised so that the lanes left after N, and every warp, fall on channels: otherwise Triton
-    spreads the time steps of a chunk over lanes or warps and the in-thread scan becomes a shuffle or
-    shared-memory scan."""
-    lanes_on_channels = max(1, 32 // block_n)
-    return max(block_d, lanes_on_channels * num_warps)
+def fit_tile(kernel_name: str, block_n: int, tile: Dict[str, Any]) -> Dict[str, Any]:
+    """``tile`` for ``kernel_name`` (HALVES kept for the forward only) with BLOCK_D raised so that the lanes
+    left after the state dims, and every warp, fall on channels: otherwise Triton spreads the time steps of
+    a chunk over lanes or warps and the in-thread scan becomes a shuffle or shared-memory scan."""
+    tile = dict(tile)
+    halves = tile.pop('HALVES', False) and kernel_name == 'selective_scan_fwd_kernel'
+    if kernel_name == 'selective_scan_fwd_kernel':
+        tile['HALVES'] = halves
+    lanes_on_channels = max(1, 32 // (block_n // 2 if halves else block_n))
+    tile['BLOCK_D'] = max(tile['BLOCK_D'], lanes_on_channels * tile['num_warps'])
+    return tile
 
 
 def chunk_length(tile_chunk: int, training: bool) -> int:
@@ -128,21 +135,21 @@ def chunk_length(tile_chunk: int, training: bool) -> int:
     return TRAIN_BLOCK_L if training else tile_chunk
 
 
-def tile_configs(block_n: int, training: bool) -> List[Dict[str, Any]]:
-    """The tiles a launch may use for N padded to ``block_n``: the autotuner's space (training forces the
-    chunk length the saved states are laid out by). Each: BLOCK_D, BLOCK_L, num_warps, num_stages."""
+def tile_configs(kernel_name: str, block_n: int, training: bool) -> List[Dict[str, Any]]:
+    """The tiles a launch of ``kernel_name`` may use for N padded to ``block_n``: the autotuner's space.
+    Each: BLOCK_D, BLOCK_L, num_warps, num_stages (and HALVES for the forward)."""
     configs = []
-    for block_d, block_l, warps, stages in TUNED_TILES:
-        cfg = dict(BLOCK_D=fit_tile(block_n, block_d, warps), BLOCK_L=chunk_length(block_l, training),
-                   num_warps=warps, num_stages=stages)
+    for block_d, block_l, warps, stages, halves in TUNED_TILES:
+        cfg = fit_tile(kernel_name, block_n, dict(BLOCK_D=block_d, BLOCK_L=chunk_length(block_l, training),
+                                                  num_warps=warps, num_stages=stages, HALVES=halves))
         if cfg not in configs:
             configs.append(cfg)
     return configs
 
 
-def default_tile(block_n: int, training: bool) -> Dict[str, Any]:
+def default_tile(kernel_name: str, block_n: int, training: bool) -> Dict[str, Any]:
     """The tile launched without autotuning (interpreter, MMVSSM_TRITON_AUTOTUNE=0)."""
-    tile = dict(DEFAULT_TILE, BLOCK_D=fit_tile(block_n, DEFAULT_TILE['BLOCK_D'], DEFAULT_TILE['num_warps']))
+    tile = fit_tile(kernel_name, block_n, DEFAULT_TILE)
     tile['BLOCK_L'] = chunk_length(tile['BLOCK_L'], training)
     return tile
 
@@ -160,8 +167,9 @@ _TUNING_KEY = ['groups', 'dim_per_group', 'N', 'length_bucket', 'batch']
 @functools.lru_cache(maxsize=None)
 def _autotuned(kernel_name: str, block_n: int, training: bool):
     import triton
-    configs = [triton.Config({k: cfg[k] for k in ('BLOCK_D', 'BLOCK_L')}, num_warps=cfg['num_warps'],
-                             num_stages=cfg['num_stages']) for cfg in tile_configs(block_n, training)]
+    configs = [triton.Config({k: v for k, v in cfg.items() if k not in ('num_warps', 'num_stages')},
+                             num_warps=cfg['num_warps'], num_stages=cfg['num_stages'])
+               for cfg in tile_configs(kernel_name, block_n, training)]
     return triton.autotune(configs, key=_TUNING_KEY,
                            reset_to_zero=_ATOMIC_OUTPUTS.get(kernel_name))(getattr(_kernels(), kernel_name))
 
@@ -199,15 +207,15 @@ def _launch(kernel_name: str, rows: int, dim_g: int, args: tuple, flags: Dict[st
     def options(tile):
         return dict(flags, **tile)
 
-    if _record(getattr(_kernels(), kernel_name), args, options(default_tile(block_n, training)),
-               [options(cfg) for cfg in tile_configs(block_n, training)]):
+    if _record(getattr(_kernels(), kernel_name), args, options(default_tile(kernel_name, block_n, training)),
+               [options(cfg) for cfg in tile_configs(kernel_name, block_n, training)]):
         return
     if device.type == 'cuda' and autotuning():
         kernel = _autotuned(kernel_name, block_n, training)
         tile = {}
     else:
         kernel = getattr(_kernels(), kernel_name)
-        tile = default_tile(block_n, training)
+        tile = default_tile(kernel_name, block_n, training)
         tile.pop('num_stages', None)
 
     def grid(meta):
@@ -265,11 +273,13 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, layout, half_map, out_dtype):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, layout, half_map, out_dtype,
+                grad_enabled):
         batch, groups, dim_g, length = u.shape
         n_state = A.shape[-1]
         block_n = state_block(n_state)
-        save = any(ctx.needs_input_grad[:8])
+        # grad mode is off inside forward(): the caller's, taken before apply, says whether to save states
+        save = grad_enabled and any(ctx.needs_input_grad[:8])
         dev = u.device
         out = torch.empty({PLAIN: (batch, groups, dim_g, length), BIDIRECTIONAL: (batch, length, dim_g),
                            ATROUS: (batch, groups * length, dim_g)}[layout], dtype=out_dtype or u.dtype,
@@ -322,7 +332,7 @@ class _SelectiveScanTritonFn(torch.autograd.Function):
         return (du, ddelta, dA.sum(0).view(A.shape).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 None if D is None else dD.sum(0).view(D.shape).to(D.dtype), dz,
                 None if delta_bias is None else dbias.sum(0).view(delta_bias.shape).to(delta_bias.dtype),
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def _or(t: Optional[Tensor], placeholder: Tensor) -> Tensor:
@@ -354,7 +364,7 @@ def selective_scan_triton(u: Tensor,
 
     out, last = _SelectiveScanTritonFn.apply(
         by_group(u, 1), by_group(delta, 1), by_group(A, 0), B, C, by_group(D, 0), by_group(z, 1),
-        by_group(delta_bias, 0), bool(delta_softplus), PLAIN, None, None)
+        by_group(delta_bias, 0), bool(delta_softplus), PLAIN, None, None, torch.is_grad_enabled())
     out = out.view(batch, dim, length)
     return (out, last.to(u.dtype)) if return_last_state else out
 
@@ -372,7 +382,8 @@ def bidirectional_scan_triton(u: Tensor,
     time over the stored order (no flips), both outputs summed in the kernel."""
     _refuse(unsupported_reason(u, A))
     out, _ = _SelectiveScanTritonFn.apply(u, delta, A, B, C, D, None if z is None else z.unsqueeze(1),
-                                          delta_bias, bool(delta_softplus), BIDIRECTIONAL, None, None)
+                                          delta_bias, bool(delta_softplus), BIDIRECTIONAL, None, None,
+                                          torch.is_grad_enabled())
     return out.squeeze(1)
 
 
@@ -384,7 +395,8 @@ def atrous_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     _refuse(unsupported_reason(u, A))
     height, width = padded_hw
     out, _ = _SelectiveScanTritonFn.apply(u, delta, A, B, C, D, None, delta_bias, bool(delta_softplus),
-                                          ATROUS, (height // 2, width // 2), out_dtype)
+                                          ATROUS, (height // 2, width // 2), out_dtype,
+                                          torch.is_grad_enabled())
     return out.view(u.shape[0], height, width, u.shape[2])
 
 

@@ -123,20 +123,35 @@ def _out_positions(t, g, H2, W2, ATROUS: tl.constexpr):
 
 
 @triton.jit
-def _scan_chunk(u_base, dt_base, B_base, C_base, A2, bias, h0, t, mask, mask_nl, s_u_l, s_dt_l, s_B_l,
-                s_C_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Load one chunk (rows: scan steps, reading times ``t``) and scan it from the state ``h0``.
-
-    Returns u, raw delta and step dt (BLOCK_L, BLOCK_D), B and C (BLOCK_L, BLOCK_N), and the inputs
-    dt u B and states h (BLOCK_L, BLOCK_D, BLOCK_N). Masked steps have decay 1 and input 0, so the last
-    row is the state leaving the chunk."""
+def _load_steps(u_base, dt_base, bias, t, mask, s_u_l, s_dt_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """u, raw delta and the step dt of one chunk (BLOCK_L, BLOCK_D), float32, at times ``t``."""
     u = tl.load(u_base[None, :] + t[:, None] * s_u_l, mask=mask, other=0.0).to(tl.float32)
     raw, dt = _load_delta(dt_base, bias, t, mask, s_dt_l, HAS_BIAS, SOFTPLUS)
+    return u, raw, dt
+
+
+@triton.jit
+def _scan_states(dt, dtu, A2, B_base, C_base, h0, t, mask_nl, s_B_l, s_C_l, BLOCK_L: tl.constexpr):
+    """Scan one chunk over the state dims that ``B_base``/``C_base``/``A2``/``h0`` address (all N, or one
+    half), from the state ``h0`` entering it: B and C (BLOCK_L, n), dt u B and the states h
+    (BLOCK_L, BLOCK_D, n). Masked steps have decay 1 and input 0, so the last row leaves the chunk."""
     Bt = tl.load(B_base[None, :] + t[:, None] * s_B_l, mask=mask_nl, other=0.0).to(tl.float32)
     Ct = tl.load(C_base[None, :] + t[:, None] * s_C_l, mask=mask_nl, other=0.0).to(tl.float32)
     decay = tl.exp2(dt[:, :, None] * A2[None, :, :])
-    inp = (dt * u)[:, :, None] * Bt[:, None, :]
+    inp = dtu[:, :, None] * Bt[:, None, :]
     _, states = tl.associative_scan((decay, _first_row_plus(inp, decay, h0, BLOCK_L)), 0, _affine_combine)
+    return Bt, Ct, inp, states
+
+
+@triton.jit
+def _scan_chunk(u_base, dt_base, B_base, C_base, A2, bias, h0, t, mask, mask_nl, s_u_l, s_dt_l, s_B_l,
+                s_C_l, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Load one chunk (rows: scan steps, reading times ``t``) and scan it from ``h0`` over all N.
+
+    Returns u, raw delta and step dt (BLOCK_L, BLOCK_D), B and C (BLOCK_L, BLOCK_N), and the inputs
+    dt u B and states h (BLOCK_L, BLOCK_D, BLOCK_N)."""
+    u, raw, dt = _load_steps(u_base, dt_base, bias, t, mask, s_u_l, s_dt_l, HAS_BIAS, SOFTPLUS)
+    Bt, Ct, inp, states = _scan_states(dt, dt * u, A2, B_base, C_base, h0, t, mask_nl, s_B_l, s_C_l, BLOCK_L)
     return u, raw, dt, Bt, Ct, inp, states
 
 
@@ -148,41 +163,62 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
               s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
               HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
               SAVE_CKPT: tl.constexpr, REVERSE: tl.constexpr, ACCUMULATE: tl.constexpr, ATROUS: tl.constexpr,
-              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+              BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, HALVES: tl.constexpr):
     """One direction of one (batch b (int64), group g) over channels d; ACCUMULATE adds to ``out``, ATROUS
-    writes each token at its map position."""
+    writes each token at its map position.
+
+    HALVES: the state is held as two halves of N, each its own (BLOCK_L, BLOCK_D, BLOCK_N / 2) tile, so
+    Triton puts BLOCK_N / 2 lanes on each and y = <h, C> adds the halves in-thread before the cross-lane
+    sum (one shuffle level less, over half the values), at half the threads per channel. Otherwise one
+    (BLOCK_L, BLOCK_D, BLOCK_N) tile ("lo" below is then all of N)."""
+    HALF: tl.constexpr = BLOCK_N // 2 if HALVES else BLOCK_N
     mask_d = d < dim_per_group
-    n = tl.arange(0, BLOCK_N)
-    mask_n = n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, g, d, n, mask_d, mask_dn, s_A_g, s_A_d, s_A_n,
-                                  s_D_g, s_D_d, s_bias_g, s_bias_d, HAS_D, HAS_BIAS, BLOCK_D)
-    A2 = A * LOG2E
+    n_lo = tl.arange(0, HALF)
+    n_hi = n_lo + HALF
+    mask_lo, mask_hi = n_lo < N, n_hi < N
+    mask_dn_lo = mask_d[:, None] & mask_lo[None, :]
+    mask_dn_hi = mask_d[:, None] & mask_hi[None, :]
+    A_lo, Dv, bias = _channel_params(A_ptr, D_ptr, bias_ptr, g, d, n_lo, mask_d, mask_dn_lo, s_A_g, s_A_d,
+                                     s_A_n, s_D_g, s_D_d, s_bias_g, s_bias_d, HAS_D, HAS_BIAS, BLOCK_D)
+    A_hi, _D, _bias = _channel_params(A_ptr, D_ptr, bias_ptr, g, d, n_hi, mask_d, mask_dn_hi, s_A_g, s_A_d,
+                                 s_A_n, s_D_g, s_D_d, s_bias_g, s_bias_d, False, False, BLOCK_D)
+    A2_lo, A2_hi = A_lo * LOG2E, A_hi * LOG2E
     u_base = u_ptr + b * s_u_b + g * s_u_g + d * s_u_d
     dt_base = delta_ptr + b * s_dt_b + g * s_dt_g + d * s_dt_d
     z_base = z_ptr + b * s_z_b + g * s_z_g + d * s_z_d
     o_base = out_ptr + b * s_o_b + g * s_o_g + d * s_o_d
-    B_base = B_ptr + b * s_B_b + g * s_B_g + n * s_B_n
-    C_base = C_ptr + b * s_C_b + g * s_C_g + n * s_C_n
+    B_row = B_ptr + b * s_B_b + g * s_B_g
+    C_row = C_ptr + b * s_C_b + g * s_C_g
     # State buffers are contiguous: last (batch, groups * dim_per_group, N) and
     # ckpt (batch, groups * dim_per_group, n_chunks, N), float32.
     channel = (b * groups + g) * dim_per_group + d
-    ckpt_base = ckpt_ptr + channel[:, None] * n_chunks * N + n[None, :]
+    ckpt_lo = ckpt_ptr + channel[:, None] * n_chunks * N + n_lo[None, :]
+    ckpt_hi = ckpt_ptr + channel[:, None] * n_chunks * N + n_hi[None, :]
 
     rows = tl.arange(0, BLOCK_L)
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    h_lo = tl.zeros([BLOCK_D, HALF], dtype=tl.float32)
+    h_hi = tl.zeros([BLOCK_D, HALF], dtype=tl.float32)
     for i in range(n_chunks):
         k = i * BLOCK_L + rows
         valid = k < L
         t = _step_times(k, L, REVERSE)
         mask = valid[:, None] & mask_d[None, :]
         if SAVE_CKPT:
-            tl.store(ckpt_base + i * N, h, mask=mask_dn)
-        u, _, dt, Bt, Ct, inp, states = _scan_chunk(
-            u_base, dt_base, B_base, C_base, A2, bias, h, t, mask, valid[:, None] & mask_n[None, :],
-            s_u_l, s_dt_l, s_B_l, s_C_l, HAS_BIAS, SOFTPLUS, BLOCK_L)
-        y = tl.sum(states * Ct[:, None, :], axis=2)                     # (BL, BD)
-        h = _last_row(states, BLOCK_L)
+            tl.store(ckpt_lo + i * N, h_lo, mask=mask_dn_lo)
+            if HALVES:
+                tl.store(ckpt_hi + i * N, h_hi, mask=mask_dn_hi)
+        u, _raw, dt = _load_steps(u_base, dt_base, bias, t, mask, s_u_l, s_dt_l, HAS_BIAS, SOFTPLUS)
+        dtu = dt * u
+        _B, C_lo, _inp, s_lo = _scan_states(dt, dtu, A2_lo, B_row + n_lo * s_B_n, C_row + n_lo * s_C_n, h_lo, t,
+                                        valid[:, None] & mask_lo[None, :], s_B_l, s_C_l, BLOCK_L)
+        h_lo = _last_row(s_lo, BLOCK_L)
+        terms = s_lo * C_lo[:, None, :]
+        if HALVES:
+            _B, C_hi, _inp, s_hi = _scan_states(dt, dtu, A2_hi, B_row + n_hi * s_B_n, C_row + n_hi * s_C_n,
+                                                h_hi, t, valid[:, None] & mask_hi[None, :], s_B_l, s_C_l, BLOCK_L)
+            terms += s_hi * C_hi[:, None, :]
+            h_hi = _last_row(s_hi, BLOCK_L)
+        y = tl.sum(terms, axis=2)                                        # (BL, BD)
         if HAS_D:
             y += Dv[None, :] * u
         if HAS_Z:
@@ -192,7 +228,9 @@ def _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out
         if ACCUMULATE:
             y += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
         tl.store(o_ptrs, y.to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(last_ptr + channel[:, None] * N + n[None, :], h, mask=mask_dn)
+    tl.store(last_ptr + channel[:, None] * N + n_lo[None, :], h_lo, mask=mask_dn_lo)
+    if HALVES:
+        tl.store(last_ptr + channel[:, None] * N + n_hi[None, :], h_hi, mask=mask_dn_hi)
 
 
 @triton.jit
@@ -204,7 +242,7 @@ def selective_scan_fwd_kernel(
         s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
         SAVE_CKPT: tl.constexpr, BIDIRECTIONAL: tl.constexpr, ATROUS: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr, HALVES: tl.constexpr):
     """Grid (channel blocks, batch * groups), or (channel blocks, batch) when BIDIRECTIONAL. ATROUS: the
     4 groups are EfficientVMamba's skip-sampled directions of a (2 H2, 2 W2) map, and ``out`` is addressed
     by map position. ``batch`` and ``length_bucket`` only key the autotuner's cache."""
@@ -219,7 +257,7 @@ def selective_scan_fwd_kernel(
                       s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
                       s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
                       HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, direction == 1, direction == 1, False,
-                      BLOCK_D, BLOCK_N, BLOCK_L)
+                      BLOCK_D, BLOCK_N, BLOCK_L, HALVES)
     else:
         _fwd_pass(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, last_ptr,
                   ckpt_ptr, pid // groups, pid % groups, d, groups, dim_per_group, L, N, n_chunks,
@@ -227,7 +265,7 @@ def selective_scan_fwd_kernel(
                   s_B_b, s_B_g, s_B_n, s_B_l, s_C_b, s_C_g, s_C_n, s_C_l, s_D_g, s_D_d,
                   s_z_b, s_z_g, s_z_d, s_z_l, s_bias_g, s_bias_d, s_o_b, s_o_g, s_o_d, s_o_l, H2, W2,
                   HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, SAVE_CKPT, False, False, ATROUS,
-                  BLOCK_D, BLOCK_N, BLOCK_L)
+                  BLOCK_D, BLOCK_N, BLOCK_L, HALVES)
 
 
 @triton.jit

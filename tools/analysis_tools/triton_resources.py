@@ -230,7 +230,7 @@ def report(launches: List[Dict[str, Any]], arch: int, all_configs: bool) -> List
             elements = (options['BLOCK_L'] * options['BLOCK_D'] * options['BLOCK_N'] if 'BLOCK_N' in options
                         else None)
             row = analyse(compile_call(launch['kernel'], launch['args'], dict(options), arch), warps, elements)
-            tile = {k: options[k] for k in ('BLOCK_D', 'BLOCK_L', 'BLOCK_N', 'K') if k in options}
+            tile = {k: options[k] for k in ('BLOCK_D', 'BLOCK_L', 'BLOCK_N', 'K', 'HALVES') if k in options}
             rows.append(dict(row, kernel=name, mode=_mode(options), workload=launch['workload'],
                              tile=dict(tile, warps=warps, stages=options.get('num_stages', 1))))
     return rows
@@ -245,12 +245,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def print_table(rows: List[Dict[str, Any]], arch: int) -> None:
     print(f'sm_{arch}, compiled with the run-time specialisation of each call; per state element = one (t, d, n) '
           'of the chunk loop, counted per warp')
-    print('| workload | kernel | mode | tile (D, L, N or K, warps, stages) | registers | spills | shared | warps/SM | '
+    print('| workload | kernel | mode | tile (D, L, N or K, warps, stages[, halves]) | registers | spills | shared | warps/SM | '
           'instr/elem | shfl/elem | bar/elem | MUFU/elem | atomics/loop | MEMBARs (kernel) |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         t = r['tile']
         tile = ', '.join(str(t[k]) for k in ('BLOCK_D', 'BLOCK_L', 'BLOCK_N', 'K', 'warps', 'stages') if k in t)
+        tile += ', halves' if t.get('HALVES') else ''
         print(f"| {r['workload']} | {r['kernel']} | {r['mode']} | {tile} | {r['registers']} | "
               f"{'yes' if r['spills'] else 'no'} | {r['shared']} | {r['warps_per_sm']} | "
               f"{_fmt(r.get('instr_per_element'))} | {_fmt(r.get('shfl_per_element'), 4)} | "
